@@ -1,0 +1,1 @@
+"""vps_worker: the executor loop that claims mission steps and runs them."""
