@@ -1,0 +1,53 @@
+"""`agent-ops`: the command line for people and scripts.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 not running or not found,
+4 refused (conflict, rejected by a gate, not pending).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dotenv import load_dotenv
+
+from agent_ops import __version__
+from agent_ops.cli import db
+from agent_ops.cli.errors import CliError
+from agent_ops.cli.output import note
+from agent_ops.project import project_root
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-ops",
+        description="Operate the agent-ops loop: local database, migrations, proposals, missions, heartbeat.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 not running/not found, 4 refused.",
+    )
+    parser.add_argument("--version", action="version", version=f"agent-ops {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    db.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Flags win over the environment, which wins over .env: load_dotenv never overrides what is set.
+    load_dotenv(project_root() / ".env", override=False)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except CliError as error:
+        note(f"agent-ops: {error}")
+        return error.exit_code
+    except KeyboardInterrupt:
+        note("agent-ops: interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The embedded local PostgreSQL server: one per checkout, for `make run`, the CLI and the tests.
+
+It lives in the project's state folder (`.agent-ops/`), listens on 127.0.0.1 only, keeps its socket
+next to its data, preloads pg_cron when the package is installed, and is made to look like a Supabase
+project (roles, `extensions` schema) by a local-only bootstrap that never enters `supabase/migrations/`.
+Postgres refuses to run as root, so under root every server command runs as the `postgres` system user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+from agent_ops.project import state_dir
+
+DEBIAN_PACKAGES = ("postgresql-15", "postgresql-15-cron", "postgresql-15-pgtap", "postgresql-15-plpgsql-check")
+SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
+SUPERUSER = "postgres"
+DATABASE = "postgres"
+PRELOAD_CANDIDATES = ("pg_cron", "pg_stat_statements")
+
+# Settings written once into postgresql.conf. Per-start settings (port, socket, preloads) are passed to
+# pg_ctl instead, so installing pg_cron later takes effect at the next start without a re-init.
+SERVER_CONF = """
+# --- agent-ops embedded server ---
+listen_addresses = '127.0.0.1'
+max_connections = 300
+shared_buffers = 256MB
+timezone = 'UTC'
+log_timezone = 'UTC'
+# A local development server: a crash may lose the last few commits but never corrupts data.
+synchronous_commit = off
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%u@%d '
+"""
+
+Progress = Callable[[str], None]
+
+
+class PostgresNotInstalledError(RuntimeError):
+    """The PostgreSQL server binaries are missing; the message says what to install."""
+
+
+class LocalPostgresError(RuntimeError):
+    """The embedded server could not be initialised, started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    bindir: Path
+    major_version: int
+    pkglibdir: Path
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    def has_library(self, name: str) -> bool:
+        return (self.pkglibdir / f"{name}.so").exists()
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    data_dir: Path
+    port: int | None = None
+    pid: int | None = None
+
+    def url(self, dbname: str = DATABASE) -> str:
+        if not self.running or self.port is None:
+            raise LocalPostgresError("the embedded PostgreSQL server is not running: run `agent-ops db start`")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+
+def _candidate_bindirs() -> list[Path]:
+    override = os.environ.get("AGENT_OPS_PG_BINDIR")
+    if override:
+        return [Path(override)]  # an explicit choice is not second-guessed
+    found: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10)
+            found.append(Path(out.stdout.strip()))
+
+    def version_key(path: str) -> int:
+        match = re.search(r"/postgresql/(\d+)/bin$", path)
+        return int(match.group(1)) if match else 0
+
+    found.extend(Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True))
+    for tool in SERVER_TOOLS:
+        on_path = shutil.which(tool)
+        if on_path:
+            found.append(Path(on_path).parent)
+    return found
+
+
+def find_binaries() -> Binaries:
+    """Locate initdb, pg_ctl and postgres: `pg_config --bindir`, `/usr/lib/postgresql/<ver>/bin`, then PATH."""
+    for bindir in _candidate_bindirs():
+        if not all(os.access(bindir / tool, os.X_OK) for tool in SERVER_TOOLS):
+            continue
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False, timeout=10
+        )
+        match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
+        major = int(match.group(1)) if match else 0
+        pkglibdir = bindir.parent / "lib"
+        own_pg_config = bindir / "pg_config"
+        if own_pg_config.exists():
+            libs = subprocess.run(
+                [str(own_pg_config), "--pkglibdir"], capture_output=True, text=True, check=False, timeout=10
+            )
+            if libs.returncode == 0 and libs.stdout.strip():
+                pkglibdir = Path(libs.stdout.strip())
+        return Binaries(bindir=bindir, major_version=major, pkglibdir=pkglibdir)
+    raise PostgresNotInstalledError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found via pg_config, "
+        "/usr/lib/postgresql/<version>/bin or PATH. On Debian/Ubuntu install them with:\n"
+        f"  apt-get install {' '.join(DEBIAN_PACKAGES)}\n"
+        "or point AGENT_OPS_PG_BINDIR at a PostgreSQL bin directory."
+    )
+
+
+def _free_port(preferred: int | None) -> int:
+    def bindable(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+            return True
+
+    if preferred and bindable(preferred):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _is_postgres_process(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive but owned by the postgres user
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return True  # no /proc: trust the liveness check
+    return comm.startswith(("postgres", "postmaster"))
+
+
+def bootstrap_sql() -> str:
+    """The local-only SQL that makes a plain Postgres look like a Supabase project to our migrations."""
+    return (resources.files("agent_ops") / "sql" / "local_supabase.sql").read_text()
+
+
+class LocalPostgres:
+    """Controls the embedded server whose data lives under `home` (the project's `.agent-ops/`)."""
+
+    def __init__(self, home: Path | None = None, binaries: Binaries | None = None) -> None:
+        self.home = (home or state_dir()).resolve()
+        self._binaries = binaries
+        self.as_root = os.geteuid() == 0
+
+    @property
+    def binaries(self) -> Binaries:
+        if self._binaries is None:
+            self._binaries = find_binaries()
+        return self._binaries
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "log" / "postgres.log"
+
+    @property
+    def _port_file(self) -> Path:
+        return self.home / "port"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        if not self.as_root:
+            return argv
+        return ["runuser", "-u", SUPERUSER, "--", *argv]
+
+    def _run(self, argv: list[str], what: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self._as_server_user(argv),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+            cwd="/",
+        )
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip()
+            log_tail = self._log_tail()
+            raise LocalPostgresError(
+                f"{what} failed (exit {proc.returncode}): {detail}"
+                + (f"\n--- server log ---\n{log_tail}" if log_tail else "")
+            )
+        return proc
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def status(self) -> ServerStatus:
+        """Running only when the pid file names a live postgres process; its port comes from that file."""
+        try:
+            fields = self._pid_file.read_text().splitlines()
+            pid, port = int(fields[0]), int(fields[3])
+        except (OSError, ValueError, IndexError):
+            return ServerStatus(running=False, data_dir=self.data_dir)
+        if not _is_postgres_process(pid):
+            return ServerStatus(running=False, data_dir=self.data_dir, pid=pid)
+        return ServerStatus(running=True, data_dir=self.data_dir, port=port, pid=pid)
+
+    def url(self, dbname: str = DATABASE) -> str:
+        return self.status().url(dbname)
+
+    def _ensure_reachable_dirs(self) -> None:
+        for directory in (self.home, self.data_dir, self.socket_dir, self.log_file.parent):
+            directory.mkdir(parents=True, exist_ok=True)
+        if not self.as_root:
+            self.data_dir.chmod(0o700)
+            return
+        for directory in (self.data_dir, self.socket_dir, self.log_file.parent):
+            shutil.chown(directory, user=SUPERUSER, group=SUPERUSER)
+        self.data_dir.chmod(0o700)
+        probe = subprocess.run(
+            self._as_server_user(["test", "-w", str(self.data_dir)]), capture_output=True, check=False
+        )
+        if probe.returncode != 0:
+            raise LocalPostgresError(
+                f"the '{SUPERUSER}' system user cannot reach {self.data_dir} (a parent folder is not searchable "
+                "by it). Set AGENT_OPS_HOME to a folder it can reach, e.g. AGENT_OPS_HOME=/var/tmp/agent-ops."
+            )
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self, progress: Progress = lambda _m: None) -> None:
+        self._ensure_reachable_dirs()
+        if self.initialized():
+            return
+        progress(f"initialising PostgreSQL {self.binaries.major_version} data directory in {self.data_dir}")
+        self._run(
+            [
+                self.binaries.tool("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            "initdb",
+        )
+        conf = self.data_dir / "postgresql.conf"
+        # Append as the server user: the file belongs to it and must stay that way.
+        with conf.open("a") as handle:
+            handle.write(SERVER_CONF)
+
+    def _start_options(self, port: int) -> str:
+        options = [f"-p {port}", f"-k {self.socket_dir}"]
+        preload = [lib for lib in PRELOAD_CANDIDATES if self.binaries.has_library(lib)]
+        if preload:
+            options.append(f"-c shared_preload_libraries={','.join(preload)}")
+        if "pg_cron" in preload:
+            options.append(f"-c cron.database_name={DATABASE}")
+        return " ".join(options)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One start or stop at a time per state folder (parallel test workers, two terminals)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def start(self, progress: Progress = lambda _m: None) -> ServerStatus:
+        """Start the server if it is not running (a second start is a no-op) and apply the local bootstrap."""
+        with self._exclusive():
+            current = self.status()
+            if current.running:
+                return current
+            return self._start(progress)
+
+    def _start(self, progress: Progress) -> ServerStatus:
+        _ = self.binaries  # fail on missing PostgreSQL before touching any folder
+        self.init(progress)
+        if self._pid_file.exists():
+            progress(f"removing stale pid file {self._pid_file}")
+            self._pid_file.unlink(missing_ok=True)
+        preferred = None
+        with contextlib.suppress(OSError, ValueError):
+            preferred = int(self._port_file.read_text())
+        port = _free_port(preferred)
+        progress(f"starting PostgreSQL {self.binaries.major_version} on 127.0.0.1:{port}")
+        self._run(
+            [
+                self.binaries.tool("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                self._start_options(port),
+                "start",
+            ],
+            "pg_ctl start",
+        )
+        self._port_file.write_text(str(port))
+        status = self.status()
+        if not status.running:
+            raise LocalPostgresError(f"PostgreSQL did not come up.\n--- server log ---\n{self._log_tail()}")
+        self.bootstrap(status)
+        return status
+
+    def bootstrap(self, status: ServerStatus) -> None:
+        """Apply the Supabase look-alike bootstrap to `postgres` and `template1`, so new databases get it too."""
+        sql = bootstrap_sql()
+        for dbname in (DATABASE, "template1"):
+            with psycopg.connect(status.url(dbname), autocommit=True) as conn:
+                conn.execute(sql.encode())
+
+    def stop(self, progress: Progress = lambda _m: None) -> bool:
+        """Stop the server (fast shutdown: open sessions are disconnected). False when it was not running."""
+        with self._exclusive():
+            if not self.status().running:
+                return False
+            progress("stopping PostgreSQL")
+            self._run(
+                [self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], "pg_ctl stop"
+            )
+            return True
+
+    def restart(self, progress: Progress = lambda _m: None) -> ServerStatus:
+        self.stop(progress)
+        return self.start(progress)

@@ -1,0 +1,75 @@
+"""Test harness: the embedded server, a migrated template database, and a fresh clone for every test.
+
+The server is the same one `agent-ops db start` runs (started here when it is not running). The template
+is built once per session with `agent-ops migrate` and the seed; pytest-postgresql clones it per test.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+
+from agent_ops.localpg import LocalPostgres
+from agent_ops.migrations import apply_seed, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = LocalPostgres(ROOT / ".agent-ops").start()
+
+
+def _load_schema(host: str, port: int, user: str, dbname: str, **_: object) -> None:
+    url = f"postgresql://{user}@{host}:{port}/{dbname}"
+    migrate(url, ROOT / "supabase" / "migrations")
+    apply_seed(url, ROOT / "supabase" / "seed.sql")
+
+
+postgresql_noproc = factories.postgresql_noproc(
+    host="127.0.0.1", port=SERVER.port, user="postgres", dbname="agent_ops_test", load=[_load_schema]
+)
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture
+def db_url(postgresql: psycopg.Connection) -> str:
+    """A fresh, migrated and seeded database for this test only."""
+    info = postgresql.info
+    return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection as the migration owner (postgres)."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def admin_url() -> str:
+    return SERVER.url("postgres")
+
+
+@pytest.fixture
+def make_empty_db(admin_url: str) -> Iterator[Callable[[], str]]:
+    """Creates bootstrapped but unmigrated databases (a fresh Supabase project, as a push sees it)."""
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"agent_ops_empty_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'create database "{name}"'.encode())
+        created.append(name)
+        return SERVER.url(name)
+
+    yield create
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for name in created:
+            admin.execute(f'drop database if exists "{name}" with (force)'.encode())
+
+
+@pytest.fixture
+def empty_db_url(make_empty_db: Callable[[], str]) -> str:
+    return make_empty_db()

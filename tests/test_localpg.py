@@ -1,0 +1,152 @@
+"""The embedded server: start/stop/status/url, idempotent start, stale pid files, root and non-root."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from agent_ops.localpg import LocalPostgres
+from tests.conftest import ROOT
+
+AGENT_OPS = str(ROOT / ".venv" / "bin" / "agent-ops") if (ROOT / ".venv").exists() else "agent-ops"
+
+
+@pytest.fixture(scope="module")
+def scratch_home() -> Iterator[Path]:
+    """A second, throw-away server home inside the project (the postgres user can reach it)."""
+    home = ROOT / ".agent-ops" / "scratch" / uuid.uuid4().hex[:8]
+    home.mkdir(parents=True)
+    yield home
+    LocalPostgres(home).stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENT_OPS, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+        cwd="/",
+    )
+
+
+def test_start_is_idempotent_and_status_url_stop_behave(scratch_home: Path) -> None:
+    server = LocalPostgres(scratch_home)
+    first = server.start()
+    second = server.start()
+    assert first.running
+    assert (second.pid, second.port) == (first.pid, first.port)
+    with psycopg.connect(server.url()) as conn:
+        roles = {
+            r[0]
+            for r in conn.execute(
+                "select rolname from pg_roles where rolname in ('anon','authenticated','service_role','authenticator')"
+            )
+        }
+        bypass = conn.execute("select rolbypassrls from pg_roles where rolname = 'service_role'").fetchone()
+        extensions = conn.execute("select count(*) from pg_namespace where nspname = 'extensions'").fetchone()
+    assert roles == {"anon", "authenticated", "service_role", "authenticator"}
+    assert bypass == (True,)
+    assert extensions == (1,)
+    assert server.stop() is True
+    assert server.status().running is False
+    assert server.stop() is False
+
+
+def test_start_recovers_from_a_stale_pid_file(scratch_home: Path) -> None:
+    server = LocalPostgres(scratch_home)
+    server.start()
+    server.stop()
+    # A pid file left by a crash, naming a live process that is not postgres (this test runner).
+    pid_file = server.data_dir / "postmaster.pid"
+    pid_file.write_text(f"{os.getpid()}\n{server.data_dir}\n0\n5999\n/tmp\n127.0.0.1\n0 0\nready\n")
+    assert server.status().running is False
+    status = server.start()
+    assert status.running
+    assert status.pid != os.getpid()
+    with psycopg.connect(server.url()) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-only behaviour")
+def test_as_root_the_data_belongs_to_the_postgres_user(scratch_home: Path) -> None:
+    LocalPostgres(scratch_home).start()
+    owner = (scratch_home / "pgdata").stat().st_uid
+    assert owner == pwd.getpwnam("postgres").pw_uid
+
+
+def as_ordinary_user(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as the unprivileged `postgres` user through the system Python (the venv's interpreter
+    may sit under /root, which that user cannot reach), importing our code and the venv's packages."""
+    site_packages = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    return subprocess.run(
+        ["runuser", "-u", "postgres", "--", SYSTEM_PYTHON, "-m", "agent_ops.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{site_packages}"},
+        cwd="/",
+    )
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as an ordinary user")
+@pytest.mark.skipif(
+    not Path(SYSTEM_PYTHON).exists() or not (ROOT / ".venv").exists(), reason="needs the system python3 and .venv"
+)
+def test_an_ordinary_user_runs_it_without_runuser() -> None:
+    home = ROOT / ".agent-ops" / "scratch" / f"user-{uuid.uuid4().hex[:8]}"
+    home.mkdir(parents=True)
+    shutil.chown(home, "postgres", "postgres")
+    env = {"AGENT_OPS_HOME": str(home)}
+    try:
+        started = as_ordinary_user("db", "start", env=env)
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip().startswith("postgresql://postgres@127.0.0.1:")
+        status = as_ordinary_user("db", "status", "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        assert '"running": true' in status.stdout
+        assert (home / "pgdata").stat().st_uid == pwd.getpwnam("postgres").pw_uid
+    finally:
+        stopped = as_ordinary_user("db", "stop", env=env)
+        shutil.rmtree(home, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_missing_binaries_give_one_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    result = cli("db", "start", env={"AGENT_OPS_PG_BINDIR": str(tmp_path), "AGENT_OPS_HOME": str(tmp_path / "h")})
+    assert result.returncode == 2
+    assert "apt-get install postgresql-15 postgresql-15-cron postgresql-15-pgtap postgresql-15-plpgsql-check" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_status_and_url_report_a_stopped_server_with_exit_3(tmp_path: Path) -> None:
+    env = {"AGENT_OPS_HOME": str(tmp_path / "never-started")}
+    status = cli("db", "status", env=env)
+    url = cli("db", "url", env=env)
+    assert (status.returncode, url.returncode) == (3, 3)
+    assert status.stdout.startswith("stopped")
+    assert "agent-ops db start" in url.stderr
+
+
+def test_the_project_server_url_is_printed_for_scripts() -> None:
+    url = cli("db", "url", env={"AGENT_OPS_HOME": str(ROOT / ".agent-ops")})
+    assert url.returncode == 0
+    with psycopg.connect(url.stdout.strip()) as conn:
+        assert conn.execute("show cron.database_name").fetchone() == ("postgres",)
