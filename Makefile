@@ -1,0 +1,60 @@
+# agent-ops: the two commands are `make run` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+AGENT_OPS := $(BIN)/agent-ops
+
+.PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest stop clean
+
+help:
+	@echo "make run    set up, start the embedded Postgres, migrate, load the default policy"
+	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks)"
+	@echo "make stop   stop the embedded Postgres"
+
+setup: system-deps $(VENV)/.installed node_modules/.installed
+
+system-deps:
+	@scripts/system-deps
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+db: setup
+	@$(AGENT_OPS) db start >/dev/null
+
+migrate: db
+	@$(AGENT_OPS) migrate --seed
+
+run: migrate
+	@scripts/run-summary
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+pgtap: db
+	@scripts/pgtap
+
+pytest: db
+	$(BIN)/pytest
+
+test: lint typecheck pgtap pytest
+
+stop:
+	@test ! -x $(AGENT_OPS) || $(AGENT_OPS) db stop
+
+clean: stop
+	rm -rf .agent-ops $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
