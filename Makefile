@@ -25,8 +25,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# `npm install --no-save` rather than `npm ci`: the registry this project is built against carries only the
+# linux-x64 binary package of the CLI, so the lock cannot list the other platforms that `npm ci` insists on.
+# It installs exactly what the lock pins and never rewrites it.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-save --no-audit --no-fund --loglevel=error
 	@touch $@
 
 db: setup

@@ -1,7 +1,7 @@
 """The real Supabase CLI accepts our folder: db push, migration list, db advisors, db lint.
 
 These are the commands a Supabase user runs; they need no Docker when pointed at a database URL.
-`make test` installs the pinned CLI with `npm ci`; without it these tests fail rather than skip.
+`make test` installs the pinned CLI from package-lock.json; without it these tests fail rather than skip.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ MIGRATIONS = ROOT / "supabase" / "migrations"
 
 def supabase(*args: str) -> subprocess.CompletedProcess[str]:
     if not CLI.exists():
-        pytest.fail("the Supabase CLI is not installed: run `npm ci` (make test does)")
+        pytest.fail("the Supabase CLI is not installed: run `make setup` (npm install --no-save)")
     return subprocess.run(
         [str(CLI), *args, "--workdir", str(ROOT)],
         capture_output=True,
