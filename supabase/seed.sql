@@ -31,3 +31,42 @@ insert into public.ops_policy (key, value, updated_by) values
   -- Heartbeat budgets (seed: 4 s triggers, 3 s reactions) and batch caps.
   ('heartbeat', '{"triggers_budget_ms": 4000, "reactions_budget_ms": 3000, "recovery_batch": 100, "reactions_batch": 50}', 'seed')
 on conflict (key) do nothing;
+
+-- The seed's trigger catalogue: 4 reactive and 4 proactive rules, shipped disabled as ready examples.
+-- Enable one with: update public.ops_trigger_rules set enabled = true where name = '...';
+insert into public.ops_trigger_rules
+  (name, trigger_event, conditions, action_config, cooldown_minutes, skip_probability, jitter_minutes, enabled)
+values
+  ('tweet_high_engagement', 'threshold',
+   '{"event_type": "tweet:metrics", "field": "engagement_rate", "op": ">", "value": 0.05, "lookback_minutes": 60}',
+   '{"agent_id": "growth", "title": "Why did tweet {{event.payload.tweet_id}} go viral?", "steps": [{"kind": "analyze", "payload": {"topic": "tweet-performance", "tweet_id": "{{event.payload.tweet_id}}", "engagement_rate": "{{value}}"}}]}',
+   120, 0, 0, false),
+  ('mission_failed', 'event',
+   '{"event_type": "mission:failed", "lookback_minutes": 60}',
+   '{"agent_id": "brain", "title": "Diagnose failed mission #{{event.mission_id}}", "steps": [{"kind": "analyze", "payload": {"task": "diagnose", "mission_id": "{{event.mission_id}}", "reason": "{{event.payload.reason}}"}}]}',
+   60, 0, 0, false),
+  ('content_published', 'event',
+   '{"event_type": "content:published", "lookback_minutes": 120}',
+   '{"agent_id": "observer", "title": "Review published content: {{event.title}}", "steps": [{"kind": "analyze", "payload": {"task": "review-quality", "event_id": "{{event.id}}"}}]}',
+   120, 0, 0, false),
+  ('insight_promoted', 'event',
+   '{"event_type": "insight:promoted", "lookback_minutes": 240}',
+   '{"agent_id": "brain", "title": "Promote insight to memory: {{event.title}}", "steps": [{"kind": "write_content", "payload": {"task": "memorize", "insight": "{{event.payload}}"}}]}',
+   240, 0, 0, false),
+  ('proactive_scan_signals', 'schedule',
+   '{"topics": ["competitor launches", "community questions", "industry news"]}',
+   '{"agent_id": "growth", "title": "Scan signals: {{topic}}", "steps": [{"kind": "crawl", "payload": {"topic": "{{topic}}"}}, {"kind": "analyze", "payload": {"topic": "{{topic}}"}}]}',
+   180, 0.1, 40, false),
+  ('proactive_draft_tweet', 'schedule',
+   '{"topics": ["product tip", "behind the scenes", "lesson learned"]}',
+   '{"agent_id": "twitter-alt", "title": "Draft a tweet: {{topic}}", "steps": [{"kind": "draft_tweet", "payload": {"topic": "{{topic}}"}}]}',
+   240, 0.15, 45, false),
+  ('proactive_research', 'schedule',
+   '{"topics": ["agent architectures", "pricing", "retention"]}',
+   '{"agent_id": "brain", "title": "Research: {{topic}}", "steps": [{"kind": "crawl", "payload": {"topic": "{{topic}}"}}, {"kind": "write_content", "payload": {"topic": "{{topic}}", "format": "memo"}}]}',
+   360, 0.1, 30, false),
+  ('proactive_analyze_ops', 'schedule',
+   '{}',
+   '{"agent_id": "observer", "title": "Analyze operations of the last 8 hours", "steps": [{"kind": "analyze", "payload": {"task": "ops-review", "window_hours": 8}}]}',
+   480, 0.1, 25, false)
+on conflict (name) do nothing;

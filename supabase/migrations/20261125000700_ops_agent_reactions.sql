@@ -10,6 +10,7 @@ create table public.ops_agent_reactions (
   target_agent  text             not null,
   reaction_type text             not null,
   step_kind     text             not null,
+  title         text,
   payload       jsonb            not null default '{}'::jsonb,
   probability   double precision not null,
   roll          double precision not null,
