@@ -15,7 +15,7 @@ set search_path = ''
 as $$
 declare
   matrix jsonb;
-  pattern jsonb;
+  candidate jsonb;
   pattern_key text;
   roll double precision;
 begin
@@ -26,23 +26,33 @@ begin
   if matrix is null or coalesce((matrix ->> 'enabled')::boolean, true) is false then
     return null;
   end if;
-  for pattern in select e from pg_catalog.jsonb_array_elements(coalesce(matrix -> 'patterns', '[]'::jsonb)) as e loop
-    continue when not (pattern ->> 'source' = '*' or pattern ->> 'source' = new.agent_id);
-    continue when not (new.tags @> array(select pg_catalog.jsonb_array_elements_text(pattern -> 'tags')));
+  -- ops_set_policy validates the matrix; these type checks only keep a value written around it from
+  -- breaking every state change (this hook runs on each event insert).
+  if pg_catalog.jsonb_typeof(matrix -> 'patterns') is distinct from 'array' then
+    return null;
+  end if;
+  for candidate in select e from pg_catalog.jsonb_array_elements(matrix -> 'patterns') as e loop
+    continue when pg_catalog.jsonb_typeof(candidate) <> 'object'
+      or pg_catalog.jsonb_typeof(candidate -> 'tags') is distinct from 'array'
+      or pg_catalog.jsonb_typeof(candidate -> 'probability') is distinct from 'number'
+      or pg_catalog.jsonb_typeof(candidate -> 'cooldown') is distinct from 'number'
+      or candidate ->> 'target' is null or candidate ->> 'type' is null;
+    continue when not (candidate ->> 'source' = '*' or candidate ->> 'source' = new.agent_id);
+    continue when not (new.tags @> array(select pg_catalog.jsonb_array_elements_text(candidate -> 'tags')));
     roll := pg_catalog.random();
-    continue when roll >= (pattern ->> 'probability')::double precision;
-    pattern_key := coalesce(pattern ->> 'name', 'pattern_' || pg_catalog.left(pg_catalog.md5(pattern::text), 10));
-    perform ops_internal.lock(pg_catalog.format('reaction_cooldown:%s:%s:%s', pattern_key, pattern ->> 'target',
-      pattern ->> 'type'));
+    continue when roll >= (candidate ->> 'probability')::double precision;
+    pattern_key := coalesce(candidate ->> 'name', 'pattern_' || pg_catalog.left(pg_catalog.md5(candidate::text), 10));
+    perform ops_internal.lock(pg_catalog.format('reaction_cooldown:%s:%s:%s', pattern_key, candidate ->> 'target',
+      candidate ->> 'type'));
     continue when exists (
       select 1 from public.ops_agent_reactions r
-       where r.pattern = pattern_key and r.target_agent = pattern ->> 'target' and r.reaction_type = pattern ->> 'type'
-         and r.created_at > pg_catalog.now() - pg_catalog.make_interval(mins => (pattern ->> 'cooldown')::integer));
+       where r.pattern = pattern_key and r.target_agent = candidate ->> 'target' and r.reaction_type = candidate ->> 'type'
+         and r.created_at > pg_catalog.now() - pg_catalog.make_interval(mins => (candidate ->> 'cooldown')::integer));
     insert into public.ops_agent_reactions
       (event_id, pattern, source_agent, target_agent, reaction_type, step_kind, title, payload, probability, roll)
-    values (new.id, pattern_key, new.agent_id, pattern ->> 'target', pattern ->> 'type',
-            coalesce(pattern ->> 'step_kind', pattern ->> 'type'), pattern ->> 'title',
-            coalesce(pattern -> 'payload', '{}'::jsonb), (pattern ->> 'probability')::double precision, roll);
+    values (new.id, pattern_key, new.agent_id, candidate ->> 'target', candidate ->> 'type',
+            coalesce(candidate ->> 'step_kind', candidate ->> 'type'), candidate ->> 'title',
+            coalesce(candidate -> 'payload', '{}'::jsonb), (candidate ->> 'probability')::double precision, roll);
   end loop;
   return null;
 end;

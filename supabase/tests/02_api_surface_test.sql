@@ -1,0 +1,54 @@
+-- The RPC surface: exact names, no overloads, SECURITY DEFINER + VOLATILE + search_path = '', EXECUTE for
+-- service_role only; internals unreachable; service_role cannot write any table while the functions work.
+begin;
+select plan(12);
+
+create temp table rpc(name text) on commit drop;
+insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_reject_proposal'),
+  ('ops_claim_next_step'), ('ops_complete_step'), ('ops_fail_step'), ('ops_extend_lease'),
+  ('ops_finalize_mission'), ('ops_cancel_mission'), ('ops_recover_stale_steps'), ('ops_evaluate_triggers'),
+  ('ops_process_reactions'), ('ops_heartbeat'), ('ops_emit_event'), ('ops_set_policy'), ('ops_get_policy');
+
+select set_eq(
+  $$select p.proname::text from pg_proc p where p.pronamespace = 'public'::regnamespace$$,
+  $$select name from rpc$$,
+  'public holds exactly the ops_* RPC functions');
+select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace),
+  (select count(*)::int from rpc), 'no overloads');
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.prosecdef), 16,
+  'every RPC is SECURITY DEFINER');
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'), 16,
+  'every RPC is VOLATILE (PostgREST runs it read-write)');
+select is((select count(*)::int from pg_proc p
+            where p.pronamespace in ('public'::regnamespace, 'ops_internal'::regnamespace)
+              and not coalesce('search_path=""' = any (p.proconfig), false)), 0,
+  'every function sets search_path to empty');
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname
+            where has_function_privilege('service_role', p.oid, 'execute')), 16, 'service_role may execute every RPC');
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname
+            where has_function_privilege('anon', p.oid, 'execute')
+               or has_function_privilege('authenticated', p.oid, 'execute')), 0,
+  'anon and authenticated may execute none');
+select is((select count(*)::int from pg_proc p
+            where p.pronamespace = 'ops_internal'::regnamespace
+              and (has_function_privilege('anon', p.oid, 'execute') or has_function_privilege('authenticated', p.oid, 'execute')
+                   or has_function_privilege('service_role', p.oid, 'execute'))), 0,
+  'no API role may execute an internal function');
+
+set local role anon;
+select throws_ok($$select public.ops_heartbeat()$$, '42501', null, 'anon is refused at the door');
+reset role;
+
+set local role service_role;
+select lives_ok(
+  $$select public.ops_create_proposal('{"agent_id": "brain", "title": "works through the function", "steps": [{"kind": "analyze"}]}')$$,
+  'service_role creates a proposal through the function');
+select throws_ok(
+  $$insert into public.ops_mission_proposals (agent_id, title, proposed_steps) values ('brain', 'sneaky', '[]')$$,
+  '42501', null, 'but cannot insert one directly');
+select throws_ok($$update public.ops_missions set status = 'succeeded'$$, '42501', null,
+  'nor update a mission directly');
+reset role;
+
+select * from finish();
+rollback;
