@@ -136,11 +136,25 @@ def applied_versions(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations order by 1")]
 
 
+def _error_line(migration: MigrationFile, statement: str, error: psycopg.Error) -> str:
+    """' (line N)' of the file where Postgres located the error, when it did."""
+    try:
+        position = int(error.diag.statement_position or 0)
+    except ValueError:
+        position = 0
+    content = migration.path.read_text()
+    start = content.find(statement)
+    if position <= 0 or start < 0:
+        return ""
+    return f" (line {content.count(chr(10), 0, start + position - 1) + 1})"
+
+
 def _describe_failure(migration: MigrationFile, index: int, statement: str, error: psycopg.Error) -> str:
     diag = error.diag
     head = "\n".join(statement.splitlines()[:6])
+    where = _error_line(migration, statement, error)
     lines = [
-        f"migration {migration.path.name} failed at statement {index + 1}: {diag.message_primary or error}",
+        f"migration {migration.path.name} failed at statement {index + 1}{where}: {diag.message_primary or error}",
     ]
     if diag.message_detail:
         lines.append(f"detail: {diag.message_detail}")

@@ -6,6 +6,7 @@ is built once per session with `agent-ops migrate` and the seed; pytest-postgres
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,8 +28,9 @@ def _load_schema(host: str, port: int, user: str, dbname: str, **_: object) -> N
     apply_seed(url, ROOT / "supabase" / "seed.sql")
 
 
+# One template per test session, so parallel sessions (two terminals, helpers) never collide.
 postgresql_noproc = factories.postgresql_noproc(
-    host="127.0.0.1", port=SERVER.port, user="postgres", dbname="agent_ops_test", load=[_load_schema]
+    host="127.0.0.1", port=SERVER.port, user="postgres", dbname=f"agent_ops_test_{os.getpid()}", load=[_load_schema]
 )
 postgresql = factories.postgresql("postgresql_noproc")
 

@@ -80,6 +80,16 @@ def test_failed_file_leaves_no_trace_and_names_the_file(empty_db_url: str, tmp_p
     assert good == ("good_one",)
 
 
+def test_an_error_postgres_can_locate_is_reported_with_its_line(empty_db_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "20990101000000_typo.sql").write_text(
+        "create table public.t (id int);\n\nselect\n  id,\n  no_such_column\nfrom public.t;\n"
+    )
+    with pytest.raises(MigrationError, match=r"20990101000000_typo.sql failed at statement 2 \(line 5\): column"):
+        migrate(empty_db_url, folder)
+
+
 def test_out_of_order_file_is_refused_unless_asked(empty_db_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "migrations"
     folder.mkdir()
