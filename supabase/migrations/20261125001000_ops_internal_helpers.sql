@@ -92,10 +92,11 @@ begin
   if pattern is not null and value !~ pattern then
     perform ops_internal.invalid(name || ' must match ' || pattern);
   end if;
-  if pg_catalog.char_length(pg_catalog.btrim(value)) < min_length
-     or (max_length is not null and pg_catalog.char_length(value) > max_length) then
-    perform ops_internal.invalid(pg_catalog.format('%s must be %s to %s characters', name, min_length,
-      coalesce(max_length::text, 'any number of')));
+  if max_length is null and pg_catalog.char_length(pg_catalog.btrim(value)) < min_length then
+    perform ops_internal.invalid(name || ' must not be blank');
+  end if;
+  if pg_catalog.char_length(pg_catalog.btrim(value)) < min_length or pg_catalog.char_length(value) > max_length then
+    perform ops_internal.invalid(pg_catalog.format('%s must be %s to %s characters', name, min_length, max_length));
   end if;
   return value;
 end;

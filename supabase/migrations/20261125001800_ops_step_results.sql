@@ -3,8 +3,8 @@
 -- cancelled gets PT409 and changes nothing. Repeating the same report for the same attempt succeeds again
 -- (marked duplicate), so a worker may safely retry after losing a response.
 --
--- Limits: output a JSON value of at most 1 MiB (PT400 above); error text is kept up to 8,000 characters
--- (longer text is truncated, never refused, so a failure report cannot itself fail on length).
+-- Limits: output a JSON value of at most 1 MiB (PT400 above); error text is required and kept up to 8,000
+-- characters (longer text is truncated, never refused, so a failure report cannot itself fail on length).
 
 -- Mission row first, then the step (see 20261125001700_ops_finalize_mission.sql for the lock order).
 create or replace function ops_internal.lock_step(step_id bigint, attempt integer)
@@ -151,7 +151,7 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-  message text := pg_catalog.left(coalesce(nullif(pg_catalog.btrim(ops_fail_step.error), ''), 'no error given'), 8000);
+  message text := pg_catalog.left(ops_internal.check_text(ops_fail_step.error, 'error', null), 8000);
   step public.ops_mission_steps;
   mission public.ops_missions;
 begin

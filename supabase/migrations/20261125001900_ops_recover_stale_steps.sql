@@ -51,7 +51,9 @@ begin
       update public.ops_mission_steps s
          set status = 'failed', last_error = message, finished_at = pg_catalog.now(), lease_expires_at = null
        where s.id = step.id and s.status = 'running' and s.attempt = step.attempt;
-      perform ops_internal.finalize_mission(step.mission_id);
+      if (ops_internal.finalize_mission(step.mission_id)).status = 'failed' then
+        finalized := finalized + 1;
+      end if;
       failed := failed + 1;
     end if;
     perform ops_internal.emit_event(

@@ -1,7 +1,7 @@
 -- ops_complete_step / ops_fail_step / ops_extend_lease: attempt fencing, idempotent repeats, promotion of
 -- dependent steps, retries with backoff, permanent failure.
 begin;
-select plan(30);
+select plan(31);
 
 -- A diamond: 0 -> (1, 2) -> 3.
 select public.ops_create_proposal('{"agent_id": "brain", "title": "diamond", "steps": [{"kind": "crawl"}, {"kind": "analyze", "depends_on": [0]}, {"kind": "analyze", "depends_on": [0]}, {"kind": "write_content", "depends_on": [1, 2]}]}');
@@ -84,6 +84,7 @@ select throws_ok(format('select public.ops_complete_step(%s, 0)', pg_temp.step(0
 select throws_ok(format('select public.ops_complete_step(%s, 1, jsonb_build_object(%L, repeat(%L, 1048577)))', pg_temp.step(0), 'x', 'y'), 'PT400',
   'output must be at most 1048576 bytes of JSON', 'output size is capped');
 select throws_ok(format('select public.ops_extend_lease(%s, 1, 86401)', pg_temp.step(0)), 'PT400', 'lease_seconds must be from 1 to 86400', 'lease range');
+select throws_ok(format('select public.ops_fail_step(%s, 1, %L)', pg_temp.step(0), ' '), 'PT400', 'error must not be blank', 'a failure needs an error');
 
 select * from finish();
 rollback;

@@ -29,7 +29,8 @@ select is(public.ops_recover_stale_steps() ->> 'recovered', '0', 'recovering aga
 update public.ops_mission_steps set max_attempts = 2, run_after = now() where id = (select crashy from ids);
 select public.ops_claim_next_step('w2', array['crawl']);
 update public.ops_mission_steps set lease_expires_at = now() - interval '1 second' where id = (select crashy from ids);
-select is(public.ops_recover_stale_steps() ->> 'failed', '1', 'out of attempts: failed');
+select is(public.ops_recover_stale_steps() - 'recovered' - 'requeued', '{"failed": 1, "missions_finalized": 1}'::jsonb,
+  'out of attempts: failed, and its mission finalized');
 select is((select m.status from public.ops_missions m join public.ops_mission_steps s on s.mission_id = m.id where s.id = (select crashy from ids)),
   'failed', 'and its mission finalized as failed');
 
