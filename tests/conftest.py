@@ -10,13 +10,17 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from pytest_postgresql import factories
 
+from agent_ops.client import Ops
+from agent_ops.config import Secret, Settings
 from agent_ops.localpg import LocalPostgres
 from agent_ops.migrations import apply_seed, migrate
+from tests.postgrest_standin import StandIn, make_key, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = LocalPostgres(ROOT / ".agent-ops").start()
@@ -75,3 +79,37 @@ def make_empty_db(admin_url: str) -> Iterator[Callable[[], str]]:
 @pytest.fixture
 def empty_db_url(make_empty_db: Callable[[], str]) -> str:
     return make_empty_db()
+
+
+@pytest.fixture
+def standin(db_url: str) -> Iterator[StandIn]:
+    """The PostgREST stand-in serving this test's database."""
+    with running(db_url) as server:
+        yield server
+
+
+def direct_settings(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"timeout": 10, "connect_timeout": 2, "retries": 2, "pool_size": 2, **overrides}
+    return Settings(database_url=Secret(url), **values)
+
+
+def rest_settings(server: StandIn, role: str = "service_role", **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"timeout": 10, "connect_timeout": 2, "retries": 2, **overrides}
+    return Settings(supabase_url=server.url, supabase_key=Secret(make_key(role)), **values)
+
+
+@pytest.fixture(params=["direct", "postgrest"])
+def transport_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def ops(transport_name: str, db_url: str, request: pytest.FixtureRequest) -> Iterator[Ops]:
+    """The client over each transport in turn, against this test's database."""
+    if transport_name == "direct":
+        settings = direct_settings(db_url)
+    else:
+        settings = rest_settings(request.getfixturevalue("standin"))
+    with Ops(settings) as client:
+        yield client

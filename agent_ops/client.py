@@ -1,0 +1,267 @@
+"""`Ops`: the agent-ops API in Python. Each method is one ops_* SQL function; no rule lives here.
+
+Retries (tenacity, on TransportError only) are limited to calls whose repeat is harmless:
+- reads;
+- step reports (complete, fail, extend) and finalize: fenced by attempt and idempotent in SQL;
+- proposals: the client adds a dedupe key when the caller gives none, so a POST that committed but lost
+  its response comes back as the same proposal (`duplicate: true`) instead of a second one.
+Never retried: claims (a lost claim response leaves its steps running under this worker until the lease
+expires; stale recovery then requeues them, so nothing is lost, but a blind retry would claim more work
+while those wait), approve/reject/cancel (a repeat answers PT409), events and the heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from agent_ops.config import Settings
+from agent_ops.errors import TransportError
+from agent_ops.models import (
+    ClaimedStep,
+    EmittedEvent,
+    Event,
+    HeartbeatResult,
+    Lease,
+    Mission,
+    MissionOutcome,
+    Policy,
+    Proposal,
+    ProposalResult,
+    Status,
+    Step,
+    StepReport,
+)
+from agent_ops.transports import Transport, make_transport
+
+log = logging.getLogger("agent_ops")
+T = TypeVar("T")
+
+
+def step(
+    kind: str, payload: Mapping[str, Any] | None = None, depends_on: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """One proposed step, for `Ops.propose`."""
+    spec: dict[str, Any] = {"kind": kind}
+    if payload is not None:
+        spec["payload"] = dict(payload)
+    if depends_on is not None:
+        spec["depends_on"] = list(depends_on)
+    return spec
+
+
+class Ops:
+    """The agent-ops API over PostgREST or a direct Postgres connection (see `Settings`)."""
+
+    def __init__(self, settings: Settings | None = None, *, transport: Transport | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self._transport = transport or make_transport(self.settings)
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Ops:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def _retrying(self) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2),
+            retry=retry_if_exception_type(TransportError),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+
+    def call(self, function: str, params: Mapping[str, Any] | None = None, *, retry: bool = False) -> Any:
+        """Call any ops_* function by name; `retry` only for calls whose repeat is harmless."""
+        arguments = dict(params or {})
+        if not retry:
+            return self._transport.call(function, arguments)
+        return self._retrying()(self._transport.call, function, arguments)
+
+    def _one(self, build: Callable[[dict[str, Any]], T], function: str, params: Mapping[str, Any], retry: bool) -> T:
+        return build(self.call(function, params, retry=retry))
+
+    # -- proposals --------------------------------------------------------------------------------------------
+
+    def propose(
+        self,
+        agent_id: str,
+        title: str,
+        steps: Sequence[Mapping[str, Any]],
+        *,
+        source: str = "api",
+        description: str | None = None,
+        dedupe_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ProposalResult:
+        proposal: dict[str, Any] = {
+            "agent_id": agent_id,
+            "title": title,
+            "steps": [dict(s) for s in steps],
+            "source": source,
+            # Makes a retried POST land on the same proposal.
+            "dedupe_key": dedupe_key or f"client:{uuid.uuid4()}",
+        }
+        if description is not None:
+            proposal["description"] = description
+        if metadata is not None:
+            proposal["metadata"] = dict(metadata)
+        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": proposal}, True)
+
+    def propose_raw(self, proposal: Mapping[str, Any]) -> ProposalResult:
+        """Send a proposal document as is (CLI JSON input); a dedupe key is added when it has none."""
+        document = dict(proposal)
+        document.setdefault("dedupe_key", f"client:{uuid.uuid4()}")
+        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": document}, True)
+
+    def approve(self, proposal_id: int, decided_by: str) -> ProposalResult:
+        params = {"proposal_id": proposal_id, "decided_by": decided_by}
+        return self._one(ProposalResult.from_json, "ops_approve_proposal", params, False)
+
+    def reject(self, proposal_id: int, reason: str, decided_by: str) -> ProposalResult:
+        params = {"proposal_id": proposal_id, "reason": reason, "decided_by": decided_by}
+        return self._one(ProposalResult.from_json, "ops_reject_proposal", params, False)
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        kinds: Sequence[str] | None = None,
+        max_steps: int = 1,
+        lease_seconds: int | None = None,
+    ) -> list[ClaimedStep]:
+        params = {
+            "worker_id": worker_id,
+            "kinds": list(kinds) if kinds is not None else None,
+            "max_steps": max_steps,
+            "lease_seconds": lease_seconds,
+        }
+        return [ClaimedStep.from_json(s) for s in self.call("ops_claim_next_step", params)]
+
+    def complete(self, step_id: int, attempt: int, output: Any = None) -> StepReport:
+        params = {"step_id": step_id, "attempt": attempt, "output": {} if output is None else output}
+        return self._one(StepReport.from_json, "ops_complete_step", params, True)
+
+    def fail(self, step_id: int, attempt: int, error: str, retryable: bool = True) -> StepReport:
+        params = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
+        return self._one(StepReport.from_json, "ops_fail_step", params, True)
+
+    def extend_lease(self, step_id: int, attempt: int, lease_seconds: int | None = None) -> Lease:
+        params = {"step_id": step_id, "attempt": attempt, "lease_seconds": lease_seconds}
+        return self._one(Lease.from_json, "ops_extend_lease", params, True)
+
+    # -- missions ---------------------------------------------------------------------------------------------
+
+    def finalize(self, mission_id: int) -> MissionOutcome:
+        return self._one(MissionOutcome.from_json, "ops_finalize_mission", {"mission_id": mission_id}, True)
+
+    def cancel(self, mission_id: int, reason: str) -> MissionOutcome:
+        params = {"mission_id": mission_id, "reason": reason}
+        return self._one(MissionOutcome.from_json, "ops_cancel_mission", params, False)
+
+    # -- events, heartbeat, policy ----------------------------------------------------------------------------
+
+    def emit_event(
+        self,
+        type: str,
+        agent_id: str,
+        *,
+        tags: Sequence[str] | None = None,
+        title: str | None = None,
+        summary: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        proposal_id: int | None = None,
+        mission_id: int | None = None,
+        step_id: int | None = None,
+    ) -> EmittedEvent:
+        event: dict[str, Any] = {"type": type, "agent_id": agent_id}
+        optional = {
+            "tags": list(tags) if tags is not None else None,
+            "title": title,
+            "summary": summary,
+            "payload": dict(payload) if payload is not None else None,
+            "source": source,
+            "proposal_id": proposal_id,
+            "mission_id": mission_id,
+            "step_id": step_id,
+        }
+        event.update({k: v for k, v in optional.items() if v is not None})
+        return self._one(EmittedEvent.from_json, "ops_emit_event", {"event": event}, False)
+
+    def heartbeat(self) -> HeartbeatResult:
+        return self._one(HeartbeatResult.from_json, "ops_heartbeat", {}, False)
+
+    def get_policy(self, key: str) -> Policy:
+        return self._one(Policy.from_json, "ops_get_policy", {"key": key}, True)
+
+    def set_policy(self, key: str, value: Mapping[str, Any], updated_by: str) -> Policy:
+        params = {"key": key, "value": dict(value), "updated_by": updated_by}
+        return self._one(Policy.from_json, "ops_set_policy", params, True)
+
+    # -- reads for status views -------------------------------------------------------------------------------
+
+    def proposals(self, status: str | None = None, agent_id: str | None = None, limit: int = 50) -> list[Proposal]:
+        params = {"status": status, "agent_id": agent_id, "max_rows": limit}
+        return [Proposal.from_json(p) for p in self.call("ops_list_proposals", params, retry=True)]
+
+    def pending_proposals(self, limit: int = 50) -> list[Proposal]:
+        return self.proposals(status="pending", limit=limit)
+
+    def missions(self, status: str | None = None, agent_id: str | None = None, limit: int = 50) -> list[Mission]:
+        params = {"status": status, "agent_id": agent_id, "max_rows": limit}
+        return [Mission.from_json(m) for m in self.call("ops_list_missions", params, retry=True)]
+
+    def mission(self, mission_id: int) -> Mission:
+        return self._one(Mission.from_json, "ops_get_mission", {"mission_id": mission_id}, True)
+
+    def steps(
+        self, status: str | None = None, kind: str | None = None, mission_id: int | None = None, limit: int = 100
+    ) -> list[Step]:
+        params = {"status": status, "kind": kind, "mission_id": mission_id, "max_rows": limit}
+        return [Step.from_json(s) for s in self.call("ops_list_steps", params, retry=True)]
+
+    def events(
+        self,
+        type: str | None = None,
+        tag: str | None = None,
+        agent_id: str | None = None,
+        mission_id: int | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Newest first; with `after_id`, the events after it, oldest first (for following the stream)."""
+        params = {
+            "type": type,
+            "tag": tag,
+            "agent_id": agent_id,
+            "mission_id": mission_id,
+            "after_id": after_id,
+            "max_rows": limit,
+        }
+        return [Event.from_json(e) for e in self.call("ops_list_events", params, retry=True)]
+
+    def status(self) -> Status:
+        return self._one(Status.from_json, "ops_status", {}, True)

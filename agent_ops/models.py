@@ -1,0 +1,248 @@
+"""Small typed results of the ops_* functions. Each is built from the function's JSON with `from_json`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Self
+
+
+def parse_time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+class _FromJson:
+    """`from_json` for dataclasses: known keys only; fields annotated with datetime are parsed."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            if "datetime" in str(f.type):
+                value = parse_time(value)
+            values[f.name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalResult(_FromJson):
+    proposal_id: int
+    status: str
+    mission_id: int | None = None
+    reason: str | None = None
+    duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedStep(_FromJson):
+    id: int
+    mission_id: int
+    agent_id: str
+    kind: str
+    position: int
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    lease_expires_at: datetime
+    priority: int = 0
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport(_FromJson):
+    step_id: int
+    attempt: int
+    status: str
+    mission_id: int
+    mission_status: str | None = None
+    duplicate: bool = False
+    retry_at: datetime | None = None
+    attempts_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease(_FromJson):
+    step_id: int
+    attempt: int
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MissionOutcome(_FromJson):
+    mission_id: int
+    status: str
+    finalized: bool
+    finalized_at: datetime | None = None
+    reason: str | None = None
+    cancelled_steps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmittedEvent(_FromJson):
+    event_id: int
+    type: str
+    tags: list[str]
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy(_FromJson):
+    key: str
+    value: Any
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    ok: bool
+    skipped: str | None
+    run_id: int | None
+    duration_ms: int | None
+    errors: list[dict[str, Any]]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeartbeatResult:
+        return cls(
+            ok=bool(data.get("ok", "skipped" in data)),
+            skipped=data.get("skipped"),
+            run_id=data.get("run_id"),
+            duration_ms=data.get("duration_ms"),
+            errors=list(data.get("errors") or []),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal(_FromJson):
+    id: int
+    agent_id: str
+    title: str
+    status: str
+    source: str
+    steps: list[dict[str, Any]]
+    created_at: datetime
+    description: str | None = None
+    dedupe_key: str | None = None
+    reason: str | None = None
+    auto_approved: bool = False
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    mission_id: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Step(_FromJson):
+    id: int
+    mission_id: int
+    position: int
+    kind: str
+    status: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    output: Any = None
+    last_error: str | None = None
+    depends_on: list[int] = field(default_factory=list)
+    priority: int = 0
+    run_after: datetime | None = None
+    reserved_by: str | None = None
+    lease_expires_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class Mission:
+    id: int
+    proposal_id: int
+    agent_id: str
+    title: str
+    status: str
+    created_at: datetime
+    steps: list[Step]
+    reason: str | None = None
+    started_at: datetime | None = None
+    finalized_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Mission:
+        return cls(
+            id=data["id"],
+            proposal_id=data["proposal_id"],
+            agent_id=data["agent_id"],
+            title=data["title"],
+            status=data["status"],
+            created_at=parse_time(data["created_at"]) or datetime.min,
+            steps=[Step.from_json(s) for s in data.get("steps") or []],
+            reason=data.get("reason"),
+            started_at=parse_time(data.get("started_at")),
+            finalized_at=parse_time(data.get("finalized_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event(_FromJson):
+    id: int
+    type: str
+    agent_id: str
+    tags: list[str]
+    created_at: datetime
+    source: str = "system"
+    title: str = ""
+    summary: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    proposal_id: int | None = None
+    mission_id: int | None = None
+    step_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The health screen: `ops_status()`."""
+
+    system_enabled: bool
+    pending_proposals: int
+    proposals_today: dict[str, int]
+    active_missions: dict[str, int]
+    finished_missions_24h: dict[str, int]
+    queue: dict[str, int]
+    running: dict[str, int]
+    reactions_queued: int
+    circuit_breakers: dict[str, Any]
+    last_heartbeat: dict[str, Any] | None
+    recent_missions: list[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Status:
+        return cls(
+            system_enabled=bool(data["system_enabled"]),
+            pending_proposals=int(data["proposals"]["pending"]),
+            proposals_today=dict(data["proposals"]["today"]),
+            active_missions=dict(data["missions"]["active"]),
+            finished_missions_24h=dict(data["missions"]["finished_24h"]),
+            queue=dict(data["queue"]),
+            running=dict(data["running"]),
+            reactions_queued=int(data["reactions_queued"]),
+            circuit_breakers=dict(data["circuit_breakers"]),
+            last_heartbeat=data.get("last_heartbeat"),
+            recent_missions=list(data.get("recent_missions") or []),
+        )

@@ -1,0 +1,93 @@
+"""The direct transport: psycopg 3 with a psycopg_pool pool, calling the functions with named arguments.
+
+The local default, and an option for workers: one round trip per call and LISTEN/NOTIFY wake-ups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from agent_ops.config import Settings
+from agent_ops.errors import OpsError, TransportError, error_class
+
+# Parameters of the ops_* functions that are jsonb (every other one maps naturally).
+JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
+
+
+def from_psycopg(error: psycopg.Error, function: str) -> OpsError:
+    code = error.sqlstate
+    if code is None:
+        # No SQLSTATE: the connection broke or never opened; the call may or may not have run.
+        return TransportError(f"{function}: lost the database connection ({type(error).__name__})")
+    diag = error.diag
+    cls = error_class(code)
+    return cls(diag.message_primary or str(error), code=code, detail=diag.message_detail, hint=diag.message_hint)
+
+
+class DirectTransport:
+    name = "direct"
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.database_url is None:
+            raise ValueError("DirectTransport needs DATABASE_URL (use Settings.validated())")
+        self._statement_timeout_ms = int(settings.timeout * 1000)
+        self._conninfo = settings.database_url.reveal()
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
+            "application_name": "agent-ops",
+            # Server-side prepared statements break behind a transaction pooler (Supavisor :6543).
+            "prepare_threshold": None,
+        }
+        self._pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=max(settings.pool_size, 1),
+            kwargs=self._kwargs,
+            configure=self._configure,
+            timeout=settings.timeout,
+            name="agent-ops",
+            open=False,
+        )
+        self._pool.open(wait=False)
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL("set statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        query = sql.SQL("select public.{}({})").format(
+            sql.Identifier(function),
+            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder()) for k in params),
+        )
+        values = [Jsonb(v) if k in JSONB_PARAMS and v is not None else v for k, v in params.items()]
+        try:
+            with self._pool.connection() as conn:
+                row = conn.execute(query, values).fetchone()
+        except psycopg_pool.PoolTimeout:
+            raise TransportError(f"{function}: no database connection available (pool timeout)") from None
+        except psycopg.Error as error:
+            raise from_psycopg(error, function) from None
+        return row[0] if row else None
+
+    def listen(self, channel: str, timeout: float) -> Iterator[str]:
+        """Payloads notified on `channel`, from a dedicated session connection, until `timeout` passes with none.
+
+        LISTEN needs a session: a direct or session-pooler connection, never the transaction pooler.
+        """
+        try:
+            with psycopg.connect(self._conninfo, **self._kwargs) as conn:
+                conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+                for notify in conn.notifies(timeout=timeout):
+                    yield notify.payload
+        except psycopg.Error as error:
+            raise from_psycopg(error, f"listen {channel}") from None
+
+    def close(self) -> None:
+        self._pool.close()

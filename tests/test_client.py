@@ -1,0 +1,286 @@
+"""The `Ops` client, the same behavioural suite over both transports (direct psycopg and PostgREST)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+import pytest
+
+from agent_ops import Conflict, InvalidInput, NotFound, Ops, PermissionDenied, Secret, Settings, TransportError, step
+from agent_ops.models import ClaimedStep
+from tests.conftest import ROOT, direct_settings, rest_settings
+from tests.postgrest_standin import StandIn
+from tests.tcp_proxy import FlakyProxy
+
+
+def test_propose_accepts_waits_rejects_and_dedupes(ops: Ops) -> None:
+    accepted = ops.propose("brain", "research", [step("crawl"), step("analyze")])
+    assert accepted.accepted
+    assert accepted.mission_id is not None
+    pending = ops.propose("twitter-alt", "tweet", [step("post_tweet", {"text": "hi"})])
+    assert (pending.status, pending.mission_id) == ("pending", None)
+    assert pending.reason == "step kind post_tweet needs a human (not in auto_approve.allowed_step_kinds)"
+    rejected = ops.propose("ops", "ship it", [step("deploy")])
+    assert rejected.status == "rejected"
+    assert rejected.reason is not None
+    assert "deploy is disabled" in rejected.reason
+    first = ops.propose("brain", "once", [step("analyze")], dedupe_key="k-1")
+    again = ops.propose("brain", "once", [step("analyze")], dedupe_key="k-1")
+    assert (again.proposal_id, again.duplicate, first.duplicate) == (first.proposal_id, True, False)
+
+
+def test_approve_and_reject(ops: Ops) -> None:
+    a = ops.propose("twitter-alt", "a", [step("post_tweet")])
+    b = ops.propose("twitter-alt", "b", [step("post_tweet")])
+    approved = ops.approve(a.proposal_id, "alice")
+    assert approved.accepted
+    assert approved.mission_id is not None
+    rejected = ops.reject(b.proposal_id, "off-brand", "bob")
+    assert (rejected.status, rejected.reason) == ("rejected", "off-brand")
+    with pytest.raises(Conflict, match=f"proposal {a.proposal_id} is not pending"):
+        ops.approve(a.proposal_id, "alice")
+
+
+def test_claim_report_and_lease_round_trip(ops: Ops) -> None:
+    mission = ops.propose("brain", "two", [step("crawl", {"url": "https://x"}), step("analyze")]).mission_id
+    claimed = ops.claim("worker-1", kinds=["crawl"], max_steps=5, lease_seconds=60)
+    assert len(claimed) == 1
+    first = claimed[0]
+    assert isinstance(first, ClaimedStep)
+    assert (first.mission_id, first.kind, first.payload, first.attempt, first.agent_id) == (
+        mission,
+        "crawl",
+        {"url": "https://x"},
+        1,
+        "brain",
+    )
+    assert isinstance(first.lease_expires_at, datetime)
+    lease = ops.extend_lease(first.id, first.attempt, 120)
+    assert lease.lease_expires_at > first.lease_expires_at
+    report = ops.complete(first.id, first.attempt, {"pages": 2})
+    assert (report.status, report.duplicate, report.mission_status) == ("succeeded", False, "running")
+    assert ops.complete(first.id, first.attempt, {"pages": 2}).duplicate
+
+    second = ops.claim("worker-1")[0]
+    assert second.inputs == {"0": {"pages": 2}}
+    retry = ops.fail(second.id, second.attempt, "rate limited")
+    assert retry.status == "queued"
+    assert isinstance(retry.retry_at, datetime)
+    assert retry.attempts_left == 2
+
+
+def test_finalize_and_cancel(ops: Ops) -> None:
+    mission = ops.propose("brain", "m", [step("crawl"), step("analyze")]).mission_id
+    assert mission is not None
+    assert ops.finalize(mission).status == "approved"
+    outcome = ops.cancel(mission, "no longer needed")
+    assert (outcome.status, outcome.finalized, outcome.cancelled_steps, outcome.reason) == (
+        "cancelled",
+        True,
+        2,
+        "no longer needed",
+    )
+    assert ops.finalize(mission).status == "cancelled"
+
+
+def test_events_emit_and_read(ops: Ops) -> None:
+    emitted = ops.emit_event("tweet:posted", "twitter-alt", tags=["launch"], payload={"tweet_id": "t-1"})
+    assert emitted.tags == ["tweet:posted", "tweet", "posted", "launch"]
+    newest = ops.events(type="tweet:posted")
+    assert [e.id for e in newest] == [emitted.event_id]
+    assert newest[0].payload == {"tweet_id": "t-1"}
+    later = ops.emit_event("tweet:posted", "twitter-alt")
+    following = ops.events(tag="tweet", after_id=emitted.event_id)
+    assert [e.id for e in following] == [later.event_id]
+
+
+def test_heartbeat_and_policy(ops: Ops) -> None:
+    beat = ops.heartbeat()
+    assert beat.ok
+    assert beat.run_id is not None
+    assert beat.skipped is None
+    policy = ops.set_policy("max_active_missions", {"limit": 7}, "tester")
+    assert (policy.value, policy.updated_by) == ({"limit": 7}, "tester")
+    assert ops.get_policy("max_active_missions").value == {"limit": 7}
+    with pytest.raises(InvalidInput) as raised:
+        ops.set_policy("max_active_missions", {"limit": -1}, "tester")
+    assert raised.value.message == "value.limit must be from 0 to 1000000"
+    assert raised.value.code == "PT400"
+
+
+def test_reads_for_status_views(ops: Ops) -> None:
+    accepted = ops.propose("brain", "visible", [step("crawl"), step("analyze")])
+    ops.propose("twitter-alt", "waiting", [step("post_tweet")])
+    ops.claim("worker-9", kinds=["crawl"])
+    assert [p.title for p in ops.pending_proposals()] == ["waiting"]
+    assert [p.title for p in ops.proposals(agent_id="brain")] == ["visible"]
+    missions = ops.missions(status="running")
+    assert [m.id for m in missions] == [accepted.mission_id]
+    assert [s.status for s in missions[0].steps] == ["running", "pending"]
+    assert accepted.mission_id is not None
+    assert ops.mission(accepted.mission_id).title == "visible"
+    assert [s.kind for s in ops.steps(status="running")] == ["crawl"]
+    status = ops.status()
+    assert (status.pending_proposals, status.running, status.system_enabled) == (1, {"worker-9": 1}, True)
+
+
+def test_errors_map_to_one_hierarchy(ops: Ops) -> None:
+    with pytest.raises(InvalidInput) as invalid:
+        ops.propose("brain", "x", [step("a"), step("b"), step("Bad-Kind")])
+    assert invalid.value.message == "steps[2].kind must match ^[a-z][a-z0-9_]{0,63}$"
+    with pytest.raises(NotFound, match="mission 999999 not found"):
+        ops.mission(999999)
+    mission = ops.propose("brain", "m", [step("crawl")]).mission_id
+    claimed = ops.claim("w")[0]
+    assert mission is not None
+    ops.cancel(mission, "stop")
+    with pytest.raises(Conflict) as conflict:
+        ops.complete(claimed.id, claimed.attempt)
+    assert conflict.value.code == "PT409"
+    assert conflict.value.hint == "discard this result: the step was recovered, retried or cancelled"
+
+
+def test_unreachable_database_is_a_transport_error(transport_name: str) -> None:
+    if transport_name == "direct":
+        settings = direct_settings("postgresql://postgres@127.0.0.1:9/postgres", retries=1, timeout=1)
+    else:
+        settings = Settings(supabase_url="http://127.0.0.1:9", supabase_key=Secret("k"), connect_timeout=1, retries=1)
+    with Ops(settings) as ops, pytest.raises(TransportError):
+        ops.status()
+
+
+def test_anon_and_authenticated_are_denied(transport_name: str, db_url: str, standin: StandIn) -> None:
+    for role in ("anon", "authenticated"):
+        if transport_name == "direct":
+            settings = direct_settings(f"{db_url}?options=-c%20role%3D{role}")
+        else:
+            settings = rest_settings(standin, role=role)
+        with Ops(settings) as ops, pytest.raises(PermissionDenied):
+            ops.status()
+
+
+def rpc_names_used_by_the_package() -> set[str]:
+    source = (ROOT / "agent_ops" / "client.py").read_text()
+    return set(re.findall(r'"(ops_[a-z_]+)"', source))
+
+
+def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_key(
+    db_url: str, standin: StandIn
+) -> None:
+    used = rpc_names_used_by_the_package()
+    with Ops(rest_settings(standin)) as ops:
+        proposal = ops.propose("brain", "p", [step("crawl"), step("analyze")])
+        waiting = ops.propose("twitter-alt", "w1", [step("post_tweet")])
+        other = ops.propose("twitter-alt", "w2", [step("post_tweet")])
+        ops.approve(waiting.proposal_id, "alice")
+        ops.reject(other.proposal_id, "no", "alice")
+        claimed = ops.claim("w", kinds=["crawl"])[0]
+        ops.extend_lease(claimed.id, claimed.attempt)
+        ops.complete(claimed.id, claimed.attempt)
+        second = ops.claim("w", kinds=["analyze"])[0]
+        ops.fail(second.id, second.attempt, "boom", retryable=False)
+        assert proposal.mission_id is not None
+        ops.finalize(proposal.mission_id)
+        assert waiting.mission_id is None
+        ops.cancel(ops.missions(status="approved")[0].id, "stop")
+        ops.emit_event("tweet:posted", "twitter-alt")
+        ops.heartbeat()
+        ops.set_policy("system", {"enabled": True}, "alice")
+        ops.get_policy("system")
+        ops.proposals()
+        ops.missions()
+        ops.mission(proposal.mission_id)
+        ops.steps()
+        ops.events()
+        ops.status()
+    assert used <= set(standin.calls), f"not exercised: {sorted(used - set(standin.calls))}"
+
+    with Ops(rest_settings(standin, role="anon")) as anon:
+        for function in sorted(used):
+            with pytest.raises(PermissionDenied) as denied:
+                anon.call(function, SAMPLE_PARAMS[function])
+            assert (denied.value.status, denied.value.code) == (401, "42501"), function
+
+
+# Well-formed arguments for every RPC, so a refusal can only come from the missing privilege.
+SAMPLE_PARAMS: dict[str, dict[str, object]] = {
+    "ops_create_proposal": {"proposal": {"agent_id": "a", "title": "t", "steps": [{"kind": "crawl"}]}},
+    "ops_approve_proposal": {"proposal_id": 1, "decided_by": "a"},
+    "ops_reject_proposal": {"proposal_id": 1, "reason": "r", "decided_by": "a"},
+    "ops_claim_next_step": {"worker_id": "w"},
+    "ops_complete_step": {"step_id": 1, "attempt": 1},
+    "ops_fail_step": {"step_id": 1, "attempt": 1, "error": "e"},
+    "ops_extend_lease": {"step_id": 1, "attempt": 1},
+    "ops_finalize_mission": {"mission_id": 1},
+    "ops_cancel_mission": {"mission_id": 1, "reason": "r"},
+    "ops_emit_event": {"event": {"type": "x:y", "agent_id": "a"}},
+    "ops_heartbeat": {},
+    "ops_get_policy": {"key": "system"},
+    "ops_set_policy": {"key": "system", "value": {"enabled": True}, "updated_by": "a"},
+    "ops_list_proposals": {},
+    "ops_list_missions": {},
+    "ops_get_mission": {"mission_id": 1},
+    "ops_list_steps": {},
+    "ops_list_events": {},
+    "ops_status": {},
+}
+
+
+@contextmanager
+def losing_one_answer(transport_name: str, db_url: str, function: str) -> Iterator[tuple[Ops, Callable[[], None]]]:
+    """An Ops client and an `arm()` that makes the next `function` call commit but lose its answer."""
+    if transport_name == "direct":
+        info = psycopg.conninfo.conninfo_to_dict(db_url)
+        proxy = FlakyProxy(str(info["host"]), int(str(info["port"])))
+        with Ops(direct_settings(f"postgresql://postgres@127.0.0.1:{proxy.port}/{info['dbname']}")) as ops:
+            ops.status()  # a live pooled connection first, so only the armed call's answer is lost
+            yield ops, proxy.drop_next_response
+        proxy.close()
+        return
+    server = StandIn(db_url)
+    with Ops(rest_settings(server)) as ops:
+        yield ops, lambda: server.drop_response_once(function)
+    server.close()
+
+
+def test_a_dropped_connection_is_retried_and_never_duplicates_a_proposal(transport_name: str, db_url: str) -> None:
+    with losing_one_answer(transport_name, db_url, "ops_create_proposal") as (ops, arm):
+        arm()
+        result = ops.propose("brain", "exactly once", [step("analyze")])
+        assert result.duplicate, "the retry found the first, committed proposal"
+    with psycopg.connect(db_url) as conn:
+        count = conn.execute("select count(*) from ops_mission_proposals where title = 'exactly once'").fetchone()
+    assert count == (1,)
+
+
+def test_reads_are_retried_after_a_dropped_connection(transport_name: str, db_url: str) -> None:
+    with losing_one_answer(transport_name, db_url, "ops_status") as (ops, arm):
+        arm()
+        assert ops.status().system_enabled
+
+
+def test_a_lost_claim_is_not_retried_and_its_step_is_recovered_after_the_lease(
+    transport_name: str, db_url: str, conn: psycopg.Connection
+) -> None:
+    with losing_one_answer(transport_name, db_url, "ops_claim_next_step") as (ops, arm):
+        ops.propose("brain", "lost claim", [step("crawl")])
+        arm()
+        with pytest.raises(TransportError):
+            ops.claim("worker-x", lease_seconds=1)
+        row = conn.execute("select status, attempt, reserved_by from ops_mission_steps").fetchone()
+        assert row == ("running", 1, "worker-x"), "the claim committed once and was not repeated"
+        conn.execute("update ops_mission_steps set lease_expires_at = now() - interval '1 second'")
+        assert ops.call("ops_recover_stale_steps")["requeued"] == 1
+    recovered = conn.execute("select status, attempt, reserved_by, last_error like 'Stale:%' from ops_mission_steps")
+    assert recovered.fetchone() == ("queued", 1, None, True), "requeued for another worker, nothing lost"
+
+
+def test_the_stand_in_rejects_unknown_parameters_like_postgrest(standin: StandIn) -> None:
+    with Ops(rest_settings(standin)) as ops, pytest.raises(NotFound) as raised:
+        ops.call("ops_get_policy", {"keyy": "system"})
+    assert raised.value.code == "PGRST202"
+    assert raised.value.status == 404
