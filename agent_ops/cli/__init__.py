@@ -1,7 +1,8 @@
 """`agent-ops`: the command line for people and scripts.
 
-Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error, 3 not running or not found,
-4 refused (conflict, rejected by a gate, not pending).
+Exit codes: 0 success; 1 the operation failed (database unreachable, permission denied, server error);
+2 usage, configuration or invalid input; 3 not running or not found; 4 refused (a conflict, or a proposal
+rejected by a gate).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 from dotenv import load_dotenv
 
 from agent_ops import __version__
-from agent_ops.cli import db
+from agent_ops.cli import db, heartbeat, loop, policy, views
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import note
+from agent_ops.config import ConfigError
+from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError
 from agent_ops.project import project_root
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -25,12 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-ops",
         description="Operate the agent-ops loop: local database, migrations, proposals, missions, heartbeat.",
-        epilog="Exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 not running/not found, 4 refused.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/configuration/invalid input, 3 not running/not found, "
+        "4 refused (conflict or rejected). Every command has --help.",
     )
     parser.add_argument("--version", action="version", version=f"agent-ops {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     db.register(commands)
+    loop.register(commands)
+    views.register(commands)
+    policy.register(commands)
+    heartbeat.register(commands)
     return parser
+
+
+def exit_code_for(error: OpsError) -> int:
+    if isinstance(error, InvalidInput):
+        return EXIT_USAGE
+    if isinstance(error, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, Conflict):
+        return EXIT_REFUSED
+    return EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         note(f"agent-ops: {error}")
         return error.exit_code
+    except ConfigError as error:
+        note(f"agent-ops: configuration: {error}")
+        return EXIT_USAGE
+    except OpsError as error:
+        note(f"agent-ops: {type(error).__name__}: {error}")
+        return exit_code_for(error)
     except KeyboardInterrupt:
         note("agent-ops: interrupted")
         return 130

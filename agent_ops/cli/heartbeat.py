@@ -1,0 +1,107 @@
+"""`agent-ops heartbeat [--every N]` and `agent-ops serve`: driving the heartbeat from outside the database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from agent_ops.cli.context import connection_options, open_ops, print_json, print_json_line
+from agent_ops.cli.output import note
+from agent_ops.heartbeat import HeartbeatRun, run_forever, run_once
+from agent_ops.triggers import load_plugins
+
+
+def _summary(run: HeartbeatRun) -> str:
+    if run.error:
+        return f"heartbeat failed: {run.error}"
+    assert run.database is not None
+    data = run.database.raw
+    if run.database.skipped:
+        return f"heartbeat skipped: {run.database.skipped}"
+    parts = [
+        f"run #{data.get('run_id')} {'ok' if run.ok else 'with errors'} in {data.get('duration_ms')} ms",
+        f"recovered {data.get('recovery', {}).get('recovered', 0)}",
+        f"triggers fired {data.get('triggers', {}).get('fired', 0)}",
+        f"reactions {data.get('reactions', {}).get('processed', 0)}",
+        f"pruned {sum(v for v in data.get('retention', {}).values() if isinstance(v, int))}",
+    ]
+    if run.plugins:
+        fired = sum(len(o.get("proposals", [])) for o in run.plugins.values())
+        failed = [name for name, o in run.plugins.items() if "error" in o]
+        parts.append(
+            f"plug-ins {len(run.plugins)} ({fired} proposals{', failed: ' + ', '.join(failed) if failed else ''})"
+        )
+    for error in run.database.errors:
+        parts.append(f"error in {error.get('task')}: {error.get('error')}")
+    return "; ".join(parts)
+
+
+def _heartbeat(args: argparse.Namespace) -> int:
+    plugins = load_plugins(args.plugins or [])
+    with open_ops(args) as ops:
+        if args.every is None:
+            run = run_once(ops, plugins, plugin_budget=args.plugin_budget)
+            if args.json:
+                print_json(run.to_json())
+            else:
+                sys.stdout.write(_summary(run) + "\n")
+            return 0 if run.error is None else 1
+
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+
+        def report(run: HeartbeatRun) -> None:
+            if args.json:
+                print_json_line(run.to_json())
+            else:
+                note(_summary(run))
+            sys.stdout.flush()
+
+        last = run_forever(ops, args.every, plugins, stop=stop, on_run=report)
+    return 0 if last is None or last.error is None else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only the serve command needs the ASGI server
+
+    from agent_ops.server import create_app  # noqa: PLC0415
+
+    plugins = load_plugins(args.plugins or [])
+    with open_ops(args) as ops:
+        if ops.settings.ops_key is None:
+            note("warning: OPS_KEY is not set, so /api/ops/heartbeat answers 503 until it is")
+        note(f"serving on http://{args.host}:{args.port} (heartbeat: /api/ops/heartbeat, health: /healthz)")
+        uvicorn.run(create_app(ops, plugins), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def register(commands: Any) -> None:
+    common = connection_options()
+    beat = commands.add_parser(
+        "heartbeat",
+        parents=[common],
+        help="run ops_heartbeat() and the Python trigger plug-ins, once or every N seconds",
+        description="Run the heartbeat once (exit 1 when the call failed), or with --every in a loop with jitter "
+        "until SIGINT/SIGTERM: for a VPS crontab, systemd timer or container without pg_cron.",
+    )
+    beat.add_argument("--every", type=float, metavar="SECONDS", help="loop, one heartbeat every SECONDS (±10 %%)")
+    beat.add_argument("--plugins", action="append", metavar="MODULE", help="import trigger plug-ins from MODULE")
+    beat.add_argument("--plugin-budget", type=float, default=5.0, help="seconds for all plug-ins (default 5)")
+    beat.set_defaults(handler=_heartbeat)
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="HTTP service: /api/ops/heartbeat (Bearer OPS_KEY) and /healthz",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--plugins", action="append", metavar="MODULE", help="import trigger plug-ins from MODULE")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(handler=_serve)
+    logging.getLogger("agent_ops").addHandler(logging.NullHandler())

@@ -1,0 +1,82 @@
+"""`agent-ops policy get [KEY] | set KEY VALUE`: read and change policy (validated by the SQL)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent_ops.cli.context import connection_options, open_ops, print_json
+from agent_ops.cli.errors import CliError
+from agent_ops.cli.output import print_table
+
+KNOWN_KEYS = (
+    "system",
+    "auto_approve",
+    "daily_proposal_limit",
+    "step_kind_gates",
+    "max_active_missions",
+    "worker_policy",
+    "reaction_matrix",
+    "retention",
+    "heartbeat",
+)
+
+
+def _get(args: argparse.Namespace) -> int:
+    keys = [args.key] if args.key else list(KNOWN_KEYS)
+    with open_ops(args) as ops:
+        policies = [ops.get_policy(key) for key in keys]
+    if args.json:
+        print_json(policies if args.key is None else policies[0])
+        return 0
+    if args.key:
+        sys.stdout.write(json.dumps(policies[0].value, indent=2) + "\n")
+        return 0
+    print_table(
+        [{"key": p.key, "value": p.value, "updated_by": p.updated_by} for p in policies], ["key", "value", "updated_by"]
+    )
+    return 0
+
+
+def _value(text: str) -> Any:
+    raw = Path(text[1:]).read_text() if text.startswith("@") else sys.stdin.read() if text == "-" else text
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise CliError(f"the value is not valid JSON ({error})", exit_code=2) from None
+
+
+def _set(args: argparse.Namespace) -> int:
+    value = _value(args.value)
+    if not isinstance(value, dict):
+        raise CliError("a policy value is a JSON object", exit_code=2)
+    with open_ops(args) as ops:
+        saved = ops.set_policy(args.key, value, args.by or getpass.getuser() or "cli")
+    if args.json:
+        print_json(saved)
+    else:
+        sys.stdout.write(f"{saved.key} = {json.dumps(saved.value)}\n")
+    return 0
+
+
+def register(commands: Any) -> None:
+    common = connection_options()
+    policy = commands.add_parser("policy", help="read or change policy", description="Policy keys: see README.")
+    actions = policy.add_subparsers(dest="policy_action", metavar="ACTION", required=True)
+    get = actions.add_parser("get", parents=[common], help="one key's value, or every key")
+    get.add_argument("key", nargs="?", help="e.g. system, worker_policy, worker:post_tweet")
+    get.set_defaults(handler=_get)
+    put = actions.add_parser(
+        "set",
+        parents=[common],
+        help="change a key (the database validates it)",
+        epilog="""example: agent-ops policy set system '{"enabled": false, "reason": "maintenance"}'""",
+    )
+    put.add_argument("key")
+    put.add_argument("value", help="JSON, @file.json, or - for stdin")
+    put.add_argument("--by", help="who changes it (default: your user name)")
+    put.set_defaults(handler=_set)

@@ -1,0 +1,200 @@
+"""The `agent-ops` CLI through subprocess: human tables, --json, exit codes, --help everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT
+
+COMMANDS = [
+    [],
+    ["db"],
+    ["db", "start"],
+    ["db", "stop"],
+    ["db", "status"],
+    ["db", "url"],
+    ["migrate"],
+    ["propose"],
+    ["approve"],
+    ["reject"],
+    ["cancel"],
+    ["status"],
+    ["proposals"],
+    ["missions"],
+    ["steps"],
+    ["events"],
+    ["policy"],
+    ["policy", "get"],
+    ["policy", "set"],
+    ["heartbeat"],
+    ["serve"],
+]
+
+
+def environment(db_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE_", "AGENT_OPS_"))}
+    if db_url:
+        env["DATABASE_URL"] = db_url
+    env["AGENT_OPS_HOME"] = str(ROOT / ".agent-ops" / "cli-tests-never-started")
+    return {**env, **extra}
+
+
+def cli(
+    *args: str, db_url: str | None = None, cwd: Path | None = None, stdin: str | None = None, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_ops", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environment(db_url, **extra),
+        cwd=cwd or ROOT / "tests",
+        input=stdin,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_help_everywhere(command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: agent-ops")
+
+
+def test_propose_for_people_and_for_scripts(db_url: str) -> None:
+    accepted = cli("propose", "--agent", "brain", "--title", "Research", "--step", "crawl",
+                   "--step", 'analyze:{"topic": "pricing"}', db_url=db_url)  # fmt: skip
+    assert accepted.returncode == 0, accepted.stderr
+    assert "status    accepted" in accepted.stdout
+    pending = cli(
+        "propose", "--agent", "twitter-alt", "--title", "Tweet", "--step", "post_tweet", "--json", db_url=db_url
+    )
+    assert pending.returncode == 0
+    body = json.loads(pending.stdout)
+    assert (body["status"], body["mission_id"]) == ("pending", None)
+    rejected = cli("propose", "--agent", "ops", "--title", "Ship", "--step", "deploy", db_url=db_url)
+    assert rejected.returncode == 4
+    assert "deploy is disabled" in rejected.stdout
+    document = {"agent_id": "brain", "title": "From stdin", "steps": [{"kind": "analyze"}]}
+    from_stdin = cli("propose", "--file", "-", "--json", db_url=db_url, stdin=json.dumps(document))
+    assert json.loads(from_stdin.stdout)["status"] == "accepted"
+
+
+def test_exit_codes_for_bad_input_not_found_conflict_and_configuration(db_url: str) -> None:
+    invalid = cli("propose", "--agent", "brain", "--title", "x", "--step", "Bad-Kind", db_url=db_url)
+    assert invalid.returncode == 2
+    assert "InvalidInput: steps[0].kind must match ^[a-z][a-z0-9_]{0,63}$" in invalid.stderr
+    missing = cli("approve", "999999", db_url=db_url)
+    assert missing.returncode == 3
+    assert "proposal 999999 not found" in missing.stderr
+    pending = json.loads(
+        cli("propose", "--agent", "t", "--title", "t", "--step", "post_tweet", "--json", db_url=db_url).stdout
+    )
+    assert cli("reject", str(pending["proposal_id"]), "--reason", "no", "--by", "me", db_url=db_url).returncode == 0
+    conflict = cli("approve", str(pending["proposal_id"]), db_url=db_url)
+    assert conflict.returncode == 4
+    assert "is not pending" in conflict.stderr
+    bad_config = cli("status", db_url=db_url, AGENT_OPS_TRANSPORT="grpc")
+    assert bad_config.returncode == 2
+    assert "AGENT_OPS_TRANSPORT must be one of" in bad_config.stderr
+    nothing = cli("status", db_url=None)
+    assert nothing.returncode == 2
+    assert "no database configured" in nothing.stderr
+    assert "Traceback" not in invalid.stderr + missing.stderr + conflict.stderr + bad_config.stderr
+
+
+def test_views_as_tables_and_json(db_url: str) -> None:
+    created = json.loads(
+        cli("propose", "--agent", "brain", "--title", "Viewed", "--step", "crawl", "--json", db_url=db_url).stdout
+    )
+    mission = str(created["mission_id"])
+    proposals = cli("proposals", db_url=db_url)
+    assert proposals.stdout.splitlines()[0].split()[:3] == ["ID", "AGENT", "STATUS"]
+    assert "Viewed" in proposals.stdout
+    missions = json.loads(cli("missions", "--json", db_url=db_url).stdout)
+    assert [m["title"] for m in missions] == ["Viewed"]
+    detail = cli("missions", mission, db_url=db_url)
+    assert "crawl" in detail.stdout
+    assert "queued" in detail.stdout
+    steps = json.loads(cli("steps", "--mission", mission, "--json", db_url=db_url).stdout)
+    assert [(s["kind"], s["status"]) for s in steps] == [("crawl", "queued")]
+    events = json.loads(cli("events", "--type", "mission:approved", "--json", db_url=db_url).stdout)
+    assert [e["mission_id"] for e in events] == [created["mission_id"]]
+    status = cli("status", db_url=db_url)
+    assert "queue by kind      crawl 1" in status.stdout
+    assert json.loads(cli("status", "--json", db_url=db_url).stdout)["queue"] == {"crawl": 1}
+    assert cli("cancel", mission, "--reason", "done", "--json", db_url=db_url).returncode == 0
+
+
+def test_policy_get_and_set(db_url: str) -> None:
+    assert json.loads(cli("policy", "get", "system", db_url=db_url).stdout) == {"enabled": True}
+    changed = cli("policy", "set", "max_active_missions", '{"limit": 9}', "--by", "alice", db_url=db_url)
+    assert changed.returncode == 0
+    assert changed.stdout.strip() == 'max_active_missions = {"limit": 9}'
+    refused = cli("policy", "set", "max_active_missions", '{"limit": "lots"}', db_url=db_url)
+    assert refused.returncode == 2
+    assert "value.limit must be an integer" in refused.stderr
+    listing = cli("policy", "get", "--json", db_url=db_url)
+    assert {p["key"] for p in json.loads(listing.stdout)} >= {"system", "worker_policy", "reaction_matrix"}
+
+
+def test_heartbeat_once_and_its_exit_code(db_url: str) -> None:
+    ok = cli("heartbeat", db_url=db_url)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("run #")
+    as_json = json.loads(cli("heartbeat", "--json", db_url=db_url).stdout)
+    assert as_json["ok"] is True
+    down = cli("heartbeat", db_url="postgresql://postgres@127.0.0.1:9/x", AGENT_OPS_RETRIES="0", AGENT_OPS_TIMEOUT="1")
+    assert down.returncode == 1
+    assert "heartbeat failed: TransportError" in down.stdout
+
+
+def test_heartbeat_every_loops_until_sigterm(db_url: str, conn: psycopg.Connection) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent_ops", "heartbeat", "--every", "0.2", "--json"],
+        env=environment(db_url),
+        cwd=ROOT / "tests",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        runs = conn.execute("select count(*) from ops_action_runs").fetchone()
+        if runs and runs[0] >= 3:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) >= 3
+    assert all(line["ok"] for line in lines)
+
+
+def test_events_follow_prints_new_events_as_they_come(db_url: str, conn: psycopg.Connection) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent_ops", "events", "--follow", "--interval", "0.1", "--json"],
+        env=environment(db_url),
+        cwd=ROOT / "tests",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    conn.execute("""select ops_emit_event('{"type": "tweet:posted", "agent_id": "twitter-alt"}')""")
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+    assert json.loads(line)["type"] == "tweet:posted"
+    assert process.returncode == 0

@@ -1,0 +1,83 @@
+"""`agent-ops serve`: the heartbeat endpoint and /healthz over real HTTP (uvicorn on a free port)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from agent_ops import Ops, Secret
+from agent_ops.server import create_app
+from tests.conftest import direct_settings
+
+KEY = "ops-key-for-tests-only"
+
+
+@pytest.fixture
+def serve(db_url: str) -> Iterator[Callable[[str | None], str]]:
+    """Start the app with a given OPS_KEY (or none); returns its base URL."""
+    servers: list[tuple[uvicorn.Server, threading.Thread, Ops]] = []
+
+    def start(ops_key: str | None) -> str:
+        settings = dataclasses.replace(direct_settings(db_url), ops_key=Secret(ops_key) if ops_key else None)
+        ops = Ops(settings)
+        sock = socket.create_server(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(create_app(ops), log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        servers.append((server, thread, ops))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread, ops in servers:
+        server.should_exit = True
+        thread.join(timeout=5)
+        ops.close()
+
+
+def test_the_right_key_runs_the_heartbeat(serve: Callable[[str | None], str], conn: psycopg.Connection) -> None:
+    base = serve(KEY)
+    for method in ("GET", "POST"):
+        response = httpx.request(method, f"{base}/api/ops/heartbeat", headers={"Authorization": f"Bearer {KEY}"})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["ok"] is True
+        assert body["heartbeat"]["run_id"] is not None
+    assert conn.execute("select count(*) from ops_action_runs").fetchone() == (2,)
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": "Basic b3BzOmtleQ=="}]
+)
+def test_a_missing_or_wrong_key_is_401(
+    serve: Callable[[str | None], str], conn: psycopg.Connection, headers: dict[str, str]
+) -> None:
+    response = httpx.post(f"{serve(KEY)}/api/ops/heartbeat", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert KEY not in response.text
+    assert conn.execute("select count(*) from ops_action_runs").fetchone() == (0,)
+
+
+def test_without_ops_key_the_endpoint_stays_closed(serve: Callable[[str | None], str]) -> None:
+    response = httpx.post(f"{serve(None)}/api/ops/heartbeat", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 503
+    assert "OPS_KEY is not set" in response.json()["error"]
+
+
+def test_healthz(serve: Callable[[str | None], str]) -> None:
+    base = serve(None)
+    assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
+    deep = httpx.get(f"{base}/healthz", params={"db": "1"})
+    assert deep.status_code == 200
+    assert deep.json()["database"] == {"system_enabled": True}
