@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json, print_json_line, when
 from agent_ops.cli.output import print_table
-from agent_ops.models import Event, Mission, Step
+from agent_ops.models import Event, Mission, Step, parse_time
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -36,7 +36,9 @@ def _status(args: argparse.Namespace) -> int:
             ("circuit breakers", ", ".join(status.circuit_breakers) or "none open"),
             (
                 "last heartbeat",
-                f"{beat['status']} at {beat['started_at']} in {beat['duration_ms']} ms" if beat else "never",
+                f"{beat['status']} at {when(parse_time(beat['started_at']))} UTC in {beat['duration_ms']} ms"
+                if beat
+                else "never",
             ),
         ]
     )
