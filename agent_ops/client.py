@@ -172,6 +172,11 @@ class Ops:
         params = {"step_id": step_id, "attempt": attempt, "lease_seconds": lease_seconds}
         return self._one(Lease.from_json, "ops_extend_lease", params, True)
 
+    def release(self, step_id: int, attempt: int, reason: str) -> StepReport:
+        """Hand a running step back (graceful shutdown): queued at once, the attempt not counted."""
+        params = {"step_id": step_id, "attempt": attempt, "reason": reason}
+        return self._one(StepReport.from_json, "ops_release_step", params, True)
+
     # -- missions ---------------------------------------------------------------------------------------------
 
     def finalize(self, mission_id: int) -> MissionOutcome:

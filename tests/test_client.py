@@ -182,6 +182,8 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.extend_lease(claimed.id, claimed.attempt)
         ops.complete(claimed.id, claimed.attempt)
         second = ops.claim("w", kinds=["analyze"])[0]
+        ops.release(second.id, second.attempt, "worker shutdown")
+        second = ops.claim("w", kinds=["analyze"])[0]
         ops.fail(second.id, second.attempt, "boom", retryable=False)
         assert proposal.mission_id is not None
         ops.finalize(proposal.mission_id)
@@ -215,6 +217,7 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_complete_step": {"step_id": 1, "attempt": 1},
     "ops_fail_step": {"step_id": 1, "attempt": 1, "error": "e"},
     "ops_extend_lease": {"step_id": 1, "attempt": 1},
+    "ops_release_step": {"step_id": 1, "attempt": 1, "reason": "r"},
     "ops_finalize_mission": {"mission_id": 1},
     "ops_cancel_mission": {"mission_id": 1, "reason": "r"},
     "ops_emit_event": {"event": {"type": "x:y", "agent_id": "a"}},

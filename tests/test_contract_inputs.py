@@ -48,6 +48,8 @@ SURFACE: dict[str, list[str]] = {
     "ops_emit_event": ["event"],
     "ops_set_policy": ["key", "value", "updated_by"],
     "ops_get_policy": ["key"],
+    # Added with the worker (issue 5): graceful shutdown hands running steps back.
+    "ops_release_step": ["step_id", "attempt", "reason"],
 }
 
 READ_API = (
@@ -296,6 +298,12 @@ CASES: dict[str, list[Case]] = {
         ("attempt 0", lambda w: {"step_id": w.step, "attempt": 0, "error": "e"}, "attempt"),
         ("error null", lambda w: {"step_id": w.step, "attempt": w.attempt, "error": None}, "error"),
         ("error empty", lambda w: {"step_id": w.step, "attempt": w.attempt, "error": ""}, "error"),
+    ],
+    "ops_release_step": [
+        ("step_id null", lambda w: {"step_id": None, "attempt": w.attempt, "reason": "r"}, "step_id"),
+        ("attempt 0", lambda w: {"step_id": w.step, "attempt": 0, "reason": "r"}, "attempt"),
+        ("reason null", lambda w: {"step_id": w.step, "attempt": w.attempt, "reason": None}, "reason"),
+        ("reason blank", lambda w: {"step_id": w.step, "attempt": w.attempt, "reason": " "}, "reason"),
     ],
     "ops_extend_lease": [
         ("step_id null", lambda w: {"step_id": None, "attempt": w.attempt}, "step_id"),

@@ -8,7 +8,8 @@ create temp table reads(name text) on commit drop;
 insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_reject_proposal'),
   ('ops_claim_next_step'), ('ops_complete_step'), ('ops_fail_step'), ('ops_extend_lease'),
   ('ops_finalize_mission'), ('ops_cancel_mission'), ('ops_recover_stale_steps'), ('ops_evaluate_triggers'),
-  ('ops_process_reactions'), ('ops_heartbeat'), ('ops_emit_event'), ('ops_set_policy'), ('ops_get_policy');
+  ('ops_process_reactions'), ('ops_heartbeat'), ('ops_emit_event'), ('ops_set_policy'), ('ops_get_policy'),
+  ('ops_release_step');
 insert into reads values ('ops_list_proposals'), ('ops_list_missions'), ('ops_get_mission'), ('ops_list_steps'),
   ('ops_list_events'), ('ops_status');
 
@@ -18,9 +19,9 @@ select set_eq(
   'public holds exactly the ops_* RPC functions');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace),
   (select count(*)::int from rpc) + (select count(*)::int from reads), 'no overloads');
-select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef), 22,
+select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef), 23,
   'every RPC is SECURITY DEFINER');
-select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'), 16,
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'), 17,
   'every RPC that writes is VOLATILE (PostgREST runs it read-write)');
 select is((select count(*)::int from pg_proc p join reads on reads.name = p.proname where p.provolatile = 's'), 6,
   'the read functions are STABLE');
@@ -29,7 +30,7 @@ select is((select count(*)::int from pg_proc p
               and not coalesce('search_path=""' = any (p.proconfig), false)), 0,
   'every function sets search_path to empty');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
-            and has_function_privilege('service_role', p.oid, 'execute')), 22, 'service_role may execute every RPC');
+            and has_function_privilege('service_role', p.oid, 'execute')), 23, 'service_role may execute every RPC');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
             and (has_function_privilege('anon', p.oid, 'execute')
                or has_function_privilege('authenticated', p.oid, 'execute'))), 0,
