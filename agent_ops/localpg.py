@@ -9,6 +9,7 @@ Postgres refuses to run as root, so under root every server command runs as the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import glob
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 
+from agent_ops.config import Secret, Settings
 from agent_ops.project import state_dir
 
 DEBIAN_PACKAGES = ("postgresql-15", "postgresql-15-cron", "postgresql-15-pgtap", "postgresql-15-plpgsql-check")
@@ -374,3 +376,16 @@ class LocalPostgres:
     def restart(self, progress: Progress = lambda _m: None) -> ServerStatus:
         self.stop(progress)
         return self.start(progress)
+
+
+def with_local_fallback(settings: Settings) -> Settings:
+    """Settings that name no database get the running embedded server (local development)."""
+    if settings.database_url is not None or settings.supabase_url is not None:
+        return settings
+    try:
+        status = LocalPostgres().status()
+    except (LocalPostgresError, PostgresNotInstalledError):
+        return settings
+    if not status.running:
+        return settings
+    return dataclasses.replace(settings, database_url=Secret(status.url()))

@@ -55,6 +55,14 @@ class ClaimedStep(_FromJson):
     lease_expires_at: datetime
     priority: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
+    reserved_at: datetime | None = None
+
+    @property
+    def lease_seconds(self) -> float | None:
+        """The lease granted at claim, measured on the database's clock."""
+        if self.reserved_at is None:
+            return None
+        return (self.lease_expires_at - self.reserved_at).total_seconds()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_ops.client import Ops
-from agent_ops.config import Secret, Settings
-from agent_ops.localpg import LocalPostgres, LocalPostgresError, PostgresNotInstalledError
+from agent_ops.config import Settings
+from agent_ops.localpg import with_local_fallback
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -31,14 +31,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
     settings = Settings.load(
         database_url=getattr(args, "database_url", None), transport=getattr(args, "transport", None)
     )
-    if settings.database_url is None and settings.supabase_url is None:
-        try:
-            status = LocalPostgres().status()
-        except (LocalPostgresError, PostgresNotInstalledError):
-            status = None
-        if status is not None and status.running:
-            settings = dataclasses.replace(settings, database_url=Secret(status.url()))
-    return settings.validated()
+    return with_local_fallback(settings).validated()
 
 
 @contextmanager

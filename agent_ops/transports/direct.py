@@ -6,7 +6,8 @@ The local default, and an option for workers: one round trip per call and LISTEN
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -76,16 +77,23 @@ class DirectTransport:
             raise from_psycopg(error, function) from None
         return row[0] if row else None
 
-    def listen(self, channel: str, timeout: float) -> Iterator[str]:
-        """Payloads notified on `channel`, from a dedicated session connection, until `timeout` passes with none.
+    @contextmanager
+    def listening(self, channel: str) -> Iterator[Callable[[float], list[str]]]:
+        """A dedicated session connection LISTENing on `channel`; yields `poll(timeout) -> payloads`.
 
         LISTEN needs a session: a direct or session-pooler connection, never the transaction pooler.
         """
         try:
             with psycopg.connect(self._conninfo, **self._kwargs) as conn:
                 conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
-                for notify in conn.notifies(timeout=timeout):
-                    yield notify.payload
+
+                def poll(timeout: float) -> list[str]:
+                    try:
+                        return [n.payload for n in conn.notifies(timeout=timeout)]
+                    except psycopg.Error as error:
+                        raise from_psycopg(error, f"listen {channel}") from None
+
+                yield poll
         except psycopg.Error as error:
             raise from_psycopg(error, f"listen {channel}") from None
 

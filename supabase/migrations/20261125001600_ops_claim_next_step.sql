@@ -23,6 +23,7 @@ as $$
     'attempt', step.attempt,
     'max_attempts', step.max_attempts,
     'priority', step.priority,
+    'reserved_at', step.reserved_at,
     'lease_expires_at', step.lease_expires_at,
     'inputs', (select coalesce(pg_catalog.jsonb_object_agg(d.position::text, d.output), '{}'::jsonb)
                  from public.ops_mission_steps d

@@ -1,0 +1,176 @@
+"""Built-in executors: noop, echo, sleep, emit_event, and — when configured — http and llm.
+
+Executors that need configuration register only when it is there (an allow-list of hosts for `http`; the
+`openai` package and a key or base URL for `llm`), so a worker never claims steps it cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from agent_ops.errors import InvalidInput
+from vps_worker.config import WorkerSettings
+from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
+
+MAX_BODY_CHARS = 65536
+
+
+def noop(ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+def echo(ctx: StepContext) -> dict[str, Any]:
+    return {"payload": ctx.payload, "inputs": ctx.inputs}
+
+
+def sleep(ctx: StepContext) -> dict[str, Any]:
+    seconds = ctx.payload.get("seconds", 1)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 86400:
+        raise PermanentError("payload.seconds must be a number from 0 to 86400")
+    if ctx.cancelled.wait(float(seconds)):
+        raise RetryableError("interrupted before the sleep finished")
+    return {"slept": seconds}
+
+
+def emit_event(ctx: StepContext) -> dict[str, Any]:
+    """Turn the payload into a domain event (e.g. `tweet:posted`) that triggers and reactions can see."""
+    spec = ctx.payload
+    if not isinstance(spec.get("type"), str):
+        raise PermanentError("payload.type is required (e.g. tweet:posted)")
+    fields = {k: spec[k] for k in ("title", "summary", "payload") if k in spec}
+    try:
+        event = ctx.emit_event(spec["type"], tags=spec.get("tags"), **fields)
+    except InvalidInput as error:
+        raise PermanentError(str(error)) from None
+    return {"event_id": event.event_id, "type": event.type}
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    host = host.lower()
+    for pattern in allowed:
+        if pattern.startswith("*.") and (host.endswith(pattern[1:]) or host == pattern[2:]):
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+def http_executor(allowed_hosts: list[str], max_timeout: float) -> Executor:
+    """A webhook call described by the payload: {url, method?, headers?, json? | body?, timeout?}.
+
+    Only hosts on the allow-list (`WORKER_HTTP_ALLOWED_HOSTS`, `*.example.com` allowed) are called.
+    2xx succeeds; 429 and 5xx are retryable; any other status fails for good.
+    """
+
+    def http(ctx: StepContext) -> dict[str, Any]:
+        spec = ctx.payload
+        url = spec.get("url")
+        if not isinstance(url, str):
+            raise PermanentError("payload.url is required")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PermanentError("payload.url must be an http(s) URL")
+        if not host_allowed(parts.hostname, allowed_hosts):
+            raise PermanentError(f"host {parts.hostname} is not in WORKER_HTTP_ALLOWED_HOSTS")
+        timeout = min(float(spec.get("timeout", max_timeout)), max_timeout)
+        method = str(spec.get("method") or ("POST" if "json" in spec or "body" in spec else "GET")).upper()
+        headers = spec.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise PermanentError("payload.headers must be an object of strings")
+        try:
+            response = httpx.request(
+                method,
+                url,
+                headers=headers,
+                json=spec.get("json"),
+                content=spec.get("body") if "json" not in spec else None,
+                timeout=timeout,
+                follow_redirects=False,
+            )
+        except httpx.TimeoutException:
+            raise RetryableError(f"{method} {parts.hostname}: timed out after {timeout:g}s") from None
+        except httpx.HTTPError as error:
+            raise RetryableError(f"{method} {parts.hostname}: {type(error).__name__}") from None
+        text = response.text[:MAX_BODY_CHARS]
+        if response.status_code == 429 or response.status_code >= 500:
+            raise RetryableError(f"{method} {parts.hostname}: HTTP {response.status_code}")
+        if not 200 <= response.status_code < 300:
+            raise PermanentError(f"{method} {parts.hostname}: HTTP {response.status_code}: {text[:200]}")
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = text
+        return {"status": response.status_code, "content_type": response.headers.get("content-type"), "body": body}
+
+    return http
+
+
+def llm_executor(base_url: str | None, api_key: str | None, default_model: str, timeout: float) -> Executor:
+    """A chat completion against any OpenAI-compatible API (the `openai` client, extra `agent-ops[llm]`).
+
+    Payload: {prompt | messages, system?, model?, temperature?, max_tokens?}. Output: the text and token usage.
+    """
+    import openai  # noqa: PLC0415 - an optional extra
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=0)
+
+    def llm(ctx: StepContext) -> dict[str, Any]:
+        spec = ctx.payload
+        messages = spec.get("messages")
+        if messages is None:
+            if not isinstance(spec.get("prompt"), str):
+                raise PermanentError("payload.prompt (a string) or payload.messages is required")
+            messages = [{"role": "user", "content": spec["prompt"]}]
+            if isinstance(spec.get("system"), str):
+                messages.insert(0, {"role": "system", "content": spec["system"]})
+        options: dict[str, Any] = {k: spec[k] for k in ("temperature", "max_tokens") if k in spec}
+        try:
+            reply = client.chat.completions.create(
+                model=str(spec.get("model") or default_model), messages=messages, **options
+            )
+        except (
+            openai.RateLimitError,
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+            openai.InternalServerError,
+        ) as e:
+            raise RetryableError(f"LLM call failed: {type(e).__name__}") from None
+        except openai.APIStatusError as error:
+            raise PermanentError(f"LLM call refused: HTTP {error.status_code}") from None
+        choice = reply.choices[0]
+        usage = reply.usage
+        return {
+            "text": choice.message.content,
+            "finish_reason": choice.finish_reason,
+            "model": reply.model,
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "total_tokens": usage.total_tokens if usage else None,
+            },
+        }
+
+    return llm
+
+
+def builtin_executors(settings: WorkerSettings) -> dict[str, Executor]:
+    executors: dict[str, Executor] = {"noop": noop, "echo": echo, "sleep": sleep, "emit_event": emit_event}
+    if settings.http_allowed_hosts:
+        executors["http"] = http_executor(settings.http_allowed_hosts, settings.http_timeout)
+    if find_spec("openai") is not None and (settings.llm_api_key or settings.llm_base_url):
+        key = settings.llm_api_key.reveal() if settings.llm_api_key else None
+        executors["llm"] = llm_executor(settings.llm_base_url, key, settings.llm_model, settings.http_timeout)
+    return executors
+
+
+def json_output(value: Any) -> Any:
+    """The executor's output as the database will store it, or PermanentError when it cannot be JSON."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as error:
+        raise PermanentError(f"output is not JSON-serialisable: {error}") from None

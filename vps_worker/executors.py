@@ -1,0 +1,119 @@
+"""Executors: what runs a step, keyed by step kind.
+
+    from vps_worker.executors import executor, PermanentError
+
+    @executor("draft_tweet")
+    def draft(ctx):
+        if not ctx.payload.get("topic"):
+            raise PermanentError("payload.topic is required")
+        return {"text": f"A tweet about {ctx.payload['topic']}"}
+
+An executor gets a `StepContext` and returns JSON-serialisable output. `RetryableError` asks for another
+attempt (with backoff), `PermanentError` fails the step for good; any other exception counts as retryable.
+Executors come from `@executor`, from the entry point group `agent_ops.executors`, and from
+`--executors module` imports. A kind with no executor is never claimed by that worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any
+
+log = logging.getLogger("vps_worker.executors")
+
+ENTRY_POINT_GROUP = "agent_ops.executors"
+
+
+class RetryableError(Exception):
+    """The step may succeed if tried again (rate limits, timeouts, 5xx)."""
+
+
+class PermanentError(Exception):
+    """Trying again will not help (bad payload, 4xx, missing configuration): fail the step for good."""
+
+
+@dataclass
+class StepContext:
+    step_id: int
+    mission_id: int
+    agent_id: str
+    kind: str
+    payload: dict[str, Any]
+    inputs: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    deadline: datetime
+    logger: logging.LoggerAdapter[logging.Logger]
+    emit: Callable[..., Any] = field(repr=False)
+    # Set when the lease is lost or the worker shuts down: long executors should stop early.
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def emit_event(self, type: str, *, tags: Iterable[str] | None = None, **fields: Any) -> Any:
+        """A domain event from this step (e.g. `tweet:posted`), with the step's agent, mission and step ids."""
+        return self.emit(
+            type,
+            self.agent_id,
+            tags=list(tags) if tags is not None else None,
+            mission_id=self.mission_id,
+            step_id=self.step_id,
+            source="worker",
+            **fields,
+        )
+
+
+Executor = Callable[[StepContext], Any]
+
+_REGISTRY: dict[str, Executor] = {}
+
+
+def executor(kind: str) -> Callable[[Executor], Executor]:
+    """Register `function` as the executor of step kind `kind` (the last registration wins)."""
+
+    def register(function: Executor) -> Executor:
+        _REGISTRY[kind] = function
+        return function
+
+    return register
+
+
+def registry() -> dict[str, Executor]:
+    return dict(_REGISTRY)
+
+
+def clear() -> None:
+    _REGISTRY.clear()
+
+
+def load_executors(modules: Iterable[str] = ()) -> dict[str, Executor]:
+    """Import executor modules and the `agent_ops.executors` entry points; return the registry.
+
+    An entry point may name a module (its decorators register) or a callable (registered under the entry
+    point's name). One that fails to load is logged and skipped.
+    """
+    for module in modules:
+        importlib.import_module(module)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = point.load()
+        except Exception:
+            log.exception("executor plug-in %s failed to load", point.name)
+            continue
+        if callable(loaded) and point.name not in _REGISTRY:
+            _REGISTRY[point.name] = loaded
+    return registry()
+
+
+def with_aliases(executors: Mapping[str, Executor], aliases: Mapping[str, str]) -> dict[str, Executor]:
+    """Run step kind K with the executor of kind V, for each K=V (e.g. crawl=sleep in the demo)."""
+    combined = dict(executors)
+    for kind, target in aliases.items():
+        if target not in executors:
+            raise KeyError(f"alias {kind}={target}: no executor for {target!r}")
+        combined[kind] = executors[target]
+    return combined
