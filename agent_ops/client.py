@@ -88,7 +88,7 @@ class Ops:
             stop=stop_after_attempt(self.settings.retries + 1),
             wait=wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2),
             retry=retry_if_exception_type(TransportError),
-            before_sleep=before_sleep_log(log, logging.WARNING),
+            before_sleep=before_sleep_log(log, logging.DEBUG),
             reraise=True,
         )
 

@@ -138,6 +138,8 @@ def find_binaries() -> Binaries:
 def _free_port(preferred: int | None) -> int:
     def bindable(port: int) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As Postgres binds: connections of the previous run in TIME_WAIT must not move us to a new port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:

@@ -45,3 +45,5 @@ def setup_logging(json_lines: bool, level: int = logging.INFO) -> None:
     root.setLevel(level)
     # httpx logs every request at INFO, URL included; keep that out of the worker's stream.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The worker reports outages once ("database unreachable" / "reachable again"), not per connection.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

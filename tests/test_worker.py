@@ -1,0 +1,294 @@
+"""The worker with real worker processes against the real Postgres: exactly-once, crash recovery, graceful
+stop, database restart, circuit breaker, LISTEN wake-up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg
+import pytest
+
+from agent_ops import Ops, step
+from agent_ops.localpg import LocalPostgres
+from agent_ops.migrations import apply_seed, migrate
+from tests.conftest import ROOT, direct_settings
+
+TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken"]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def scalar(conn: psycopg.Connection, query: str) -> object:
+    row = conn.execute(query.encode()).fetchone()
+    return None if row is None else row[0]
+
+
+def prepare(url: str) -> None:
+    """Test kinds auto-approved, no quotas in the way, immediate retries, an execution log."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table if not exists test_executions (step_id bigint, attempt int, kind text, "
+                     "worker_id text, event text, at timestamptz default clock_timestamp())")  # fmt: skip
+        conn.execute("set role service_role")
+        for key, value in {
+            "auto_approve": {"enabled": True, "allowed_step_kinds": TEST_KINDS},
+            "daily_proposal_limit": {"limit": 100000},
+            "max_active_missions": {"limit": 100000},
+            "worker_policy": {"lease_seconds": 30, "max_attempts": 3, "backoff_base_seconds": 0},
+        }.items():
+            conn.execute("select ops_set_policy(%s, %s::jsonb, 'test')", (key, psycopg.types.json.Jsonb(value)))
+
+
+class Workers:
+    """Starts `python -m vps_worker` processes with the test executors."""
+
+    def __init__(self, url: str, logs: Path) -> None:
+        self.url = url
+        self.logs = logs
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: list[BinaryIO] = []
+
+    def start(self, worker_id: str, *args: str) -> subprocess.Popen[bytes]:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "SUPABASE_", "AGENT_OPS_"))},
+            "DATABASE_URL": self.url,
+            "TEST_RECORD_URL": self.url,
+            "WORKER_ID": worker_id,
+            "PYTHONPATH": str(ROOT),
+        }
+        log = (self.logs / f"{worker_id}.log").open("wb")
+        self._log_files.append(log)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vps_worker",
+                "--executors",
+                "tests.worker_executors",
+                "--poll-min",
+                "0.2",
+                "--poll-max",
+                "0.5",
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[worker_id] = process
+        return process
+
+    def log(self, worker_id: str) -> str:
+        return (self.logs / f"{worker_id}.log").read_text()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for log in self._log_files:
+            log.close()
+
+
+@pytest.fixture
+def workers(db_url: str, tmp_path: Path) -> Iterator[Workers]:
+    prepare(db_url)
+    running = Workers(db_url, tmp_path)
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def ops(db_url: str) -> Iterator[Ops]:
+    with Ops(direct_settings(db_url)) as client:
+        yield client
+
+
+def test_500_steps_over_3_kinds_and_2_workers_are_each_executed_exactly_once(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    kinds = ["alpha", "beta", "gamma", "alpha", "beta"]
+    for n in range(100):
+        ops.propose("brain", f"batch {n}", [step(k, {"n": n}) for k in kinds])
+    workers.start("worker-a", "--concurrency", "4")
+    workers.start("worker-b", "--concurrency", "4")
+    wait_for(
+        lambda: scalar(conn, "select count(*) from ops_missions where status = 'succeeded'") == 100, 90, "500 steps"
+    )
+    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded'") == 500
+    assert scalar(conn, "select count(*) from test_executions") == 500
+    assert scalar(conn, "select count(distinct step_id) from test_executions") == 500, "every step exactly once"
+    assert scalar(conn, "select count(distinct worker_id) from test_executions") == 2, "both workers took work"
+    assert scalar(conn, "select count(*) from ops_mission_steps where attempt <> 1") == 0
+
+
+def test_a_killed_worker_s_step_is_recovered_after_its_lease_and_finished_by_the_other(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    mission = ops.propose("brain", "survives a crash", [step("slow", {"seconds": 2})]).mission_id
+    victim = workers.start("worker-victim", "--lease-seconds", "2", "--kinds", "slow")
+    wait_for(lambda: scalar(conn, "select count(*) from test_executions where event = 'started'") == 1, 20, "a start")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    assert scalar(conn, "select status from ops_mission_steps") == "running", "the dead worker's lease still holds"
+    workers.start("worker-heir", "--kinds", "slow")
+    wait_for(
+        lambda: (ops.heartbeat() and False) or scalar(conn, "select status from ops_missions") == "succeeded",
+        40,
+        "recovery",
+    )
+    final = conn.execute("select attempt, reserved_by, last_error from ops_mission_steps").fetchone()
+    assert final is not None
+    assert final[:2] == (2, "worker-heir")
+    assert conn.execute("select worker_id, attempt, event from test_executions order by at").fetchall() == [
+        ("worker-victim", 1, "started"),
+        ("worker-heir", 2, "started"),
+        ("worker-heir", 2, "finished"),
+    ]
+    assert ops.mission(int(mission or 0)).status == "succeeded"
+
+
+def test_sigterm_finishes_what_fits_in_the_grace_period_and_hands_back_the_rest(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    quick = ops.propose("brain", "quick", [step("slow", {"seconds": 0.8})]).mission_id
+    long = ops.propose("brain", "long", [step("slow", {"seconds": 60})]).mission_id
+    worker = workers.start("worker-t", "--grace-seconds", "2", "--concurrency", "2", "--kinds", "slow")
+    wait_for(
+        lambda: scalar(conn, "select count(*) from test_executions where event = 'started'") == 2, 20, "both started"
+    )
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert time.monotonic() - started < 6, "stops within the grace period plus a report"
+    assert ops.mission(int(quick or 0)).status == "succeeded", "the quick step finished within the grace period"
+    handed_back = conn.execute(
+        "select s.status, s.attempt, s.max_attempts, s.last_error, s.reserved_by, s.run_after <= now() "
+        "from ops_mission_steps s where s.mission_id = %s",
+        (long,),
+    ).fetchone()
+    assert handed_back == ("queued", 1, 4, "worker shutdown", None, True), "queued again at once, attempt not counted"
+    assert "worker stopped" in workers.log("worker-t")
+    heir = workers.start("worker-heir", "--kinds", "slow")
+    wait_for(
+        lambda: scalar(conn, "select count(*) from test_executions where worker_id = 'worker-heir'") == 1,
+        10,
+        "takeover",
+    )
+    heir.send_signal(signal.SIGTERM)
+
+
+def test_the_circuit_breaker_opens_after_3_consecutive_failures(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.set_policy("worker_policy", {"lease_seconds": 30, "max_attempts": 1, "backoff_base_seconds": 0}, "test")
+    for n in range(5):
+        ops.propose("brain", f"doomed {n}", [step("broken")])
+    workers.start("worker-cb", "--concurrency", "1", "--kinds", "broken,alpha")
+    wait_for(lambda: ops.get_policy("worker:broken").value is not None, 30, "the breaker to open")
+    flag = ops.get_policy("worker:broken").value
+    assert flag["enabled"] is False
+    assert flag["failures"] == 3
+    assert "worker-cb" in flag["reason"]
+    time.sleep(1.5)
+    assert scalar(conn, "select count(*) from test_executions where kind = 'broken'") == 3, "no 4th attempt"
+    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'queued'") == 2, "the rest wait"
+    opened = ops.events(type="worker:circuit_open")
+    assert len(opened) == 1
+    assert opened[0].payload["kind"] == "broken"
+    ops.propose("brain", "other kinds still run", [step("alpha")])
+    wait_for(lambda: scalar(conn, "select count(*) from test_executions where kind = 'alpha'") == 1, 10, "alpha")
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen", "poll-only"])
+def test_listen_wakes_an_idle_worker_well_before_its_poll_interval(
+    workers: Workers, ops: Ops, conn: psycopg.Connection, listen: bool
+) -> None:
+    args = ["--kinds", "alpha", "--poll-min", "20", "--poll-max", "20"] + ([] if listen else ["--no-listen"])
+    workers.start("worker-idle", *args)
+    wait_for(lambda: "worker started" in workers.log("worker-idle"), 20, "the worker")
+    time.sleep(1.0)  # idle now: its next poll is ~19 s away
+    proposed = time.monotonic()
+    ops.propose("brain", "wake up", [step("alpha")])
+    if listen:
+        wait_for(lambda: scalar(conn, "select count(*) from test_executions") == 1, 5, "a LISTEN wake-up")
+        assert time.monotonic() - proposed < 2.0
+    else:
+        time.sleep(3.0)
+        assert scalar(conn, "select count(*) from test_executions") == 0, "without LISTEN it waits for its poll"
+
+
+@pytest.fixture
+def scratch_server() -> Iterator[LocalPostgres]:
+    home = ROOT / ".agent-ops" / "scratch" / f"restart-{uuid.uuid4().hex[:8]}"
+    home.mkdir(parents=True)
+    server = LocalPostgres(home)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_postgres_restart_under_a_running_worker_is_survived(scratch_server: LocalPostgres, tmp_path: Path) -> None:
+    url = scratch_server.url("postgres")
+    migrate(url, ROOT / "supabase" / "migrations")
+    apply_seed(url, ROOT / "supabase" / "seed.sql")
+    prepare(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "select ops_set_policy('worker_policy', '{\"lease_seconds\": 3, \"backoff_base_seconds\": 0}', 't')"
+        )
+    running = Workers(url, tmp_path)
+    try:
+        running.start("worker-r", "--kinds", "slow,alpha", "--concurrency", "4")
+        wait_for(lambda: "worker started" in running.log("worker-r"), 20, "the worker")
+        # An outage while idle: the claim loop backs off and logs the state change once each way.
+        scratch_server.stop()
+        time.sleep(3)
+        scratch_server.start()
+        wait_for(lambda: "database reachable again" in running.log("worker-r"), 40, "the worker to reconnect")
+        assert running.log("worker-r").count("database unreachable") == 1
+
+        # A restart mid-run: cut sessions, lost answers, expired leases; every mission still finishes.
+        with Ops(direct_settings(url)) as ops:
+            for n in range(40):
+                ops.propose("brain", f"restart {n}", [step("slow", {"seconds": 0.3}), step("alpha")])
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(lambda: int(str(scalar(conn, "select count(*) from test_executions"))) >= 10, 30, "progress")
+        scratch_server.stop()
+        time.sleep(3)
+        scratch_server.start()
+        with Ops(direct_settings(url)) as ops, psycopg.connect(url, autocommit=True) as conn:
+            wait_for(
+                lambda: (
+                    (ops.heartbeat() and False)
+                    or scalar(conn, "select count(*) from ops_missions where status = 'succeeded'") == 40
+                ),
+                90,
+                "every mission after the restart",
+            )
+            assert scalar(conn, "select count(*) from ops_mission_steps where status <> 'succeeded'") == 0
+        assert running.processes["worker-r"].poll() is None, "the worker never crashed"
+    finally:
+        running.stop_all()

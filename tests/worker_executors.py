@@ -1,0 +1,57 @@
+"""Executors for the worker tests: each records its execution in `test_executions` of TEST_RECORD_URL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from vps_worker.executors import RetryableError, StepContext, executor
+
+_local = threading.local()
+
+
+def record(ctx: StepContext, event: str) -> None:
+    """Log an execution; reconnects, so a database restart is not mistaken for an executor failure."""
+    for attempt in range(60):
+        conn = getattr(_local, "conn", None)
+        try:
+            if conn is None or conn.closed:
+                conn = _local.conn = psycopg.connect(os.environ["TEST_RECORD_URL"], autocommit=True)
+            conn.execute(
+                "insert into test_executions (step_id, attempt, kind, worker_id, event) values (%s, %s, %s, %s, %s)",
+                (ctx.step_id, ctx.attempt, ctx.kind, os.environ.get("WORKER_ID", ""), event),
+            )
+            return
+        except psycopg.OperationalError:
+            _local.conn = None
+            if attempt == 59:
+                raise
+            time.sleep(0.5)
+
+
+def counting(ctx: StepContext) -> dict[str, Any]:
+    record(ctx, "ran")
+    return {"step": ctx.step_id}
+
+
+for _kind in ("alpha", "beta", "gamma"):
+    executor(_kind)(counting)
+
+
+@executor("slow")
+def slow(ctx: StepContext) -> dict[str, Any]:
+    record(ctx, "started")
+    if ctx.cancelled.wait(float(ctx.payload.get("seconds", 5))):
+        raise RetryableError("cancelled")
+    record(ctx, "finished")
+    return {"slept": ctx.payload.get("seconds", 5)}
+
+
+@executor("broken")
+def broken(ctx: StepContext) -> None:
+    record(ctx, "ran")
+    raise RuntimeError("this executor always fails")
