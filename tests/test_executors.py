@@ -1,0 +1,237 @@
+"""Built-in executors, the registry, and worker settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from agent_ops import Ops, step
+from agent_ops.config import ConfigError
+from tests.conftest import direct_settings
+from vps_worker.builtin import builtin_executors, echo, emit_event, http_executor, llm_executor, noop, sleep
+from vps_worker.config import WorkerSettings
+from vps_worker.executors import PermanentError, RetryableError, StepContext, executor, registry, with_aliases
+
+
+def context(payload: dict[str, Any] | None = None, emit: Any = None, **overrides: Any) -> StepContext:
+    values: dict[str, Any] = {
+        "step_id": 1,
+        "mission_id": 1,
+        "agent_id": "brain",
+        "kind": "test",
+        "payload": payload or {},
+        "inputs": {"0": {"pages": 3}},
+        "attempt": 1,
+        "max_attempts": 3,
+        "deadline": datetime.now(UTC),
+        "logger": logging.LoggerAdapter(logging.getLogger("test"), {}),
+        "emit": emit or (lambda *a, **k: None),
+        **overrides,
+    }
+    return StepContext(**values)
+
+
+def test_noop_echo_and_sleep() -> None:
+    assert noop(context()) == {}
+    assert echo(context({"a": 1})) == {"payload": {"a": 1}, "inputs": {"0": {"pages": 3}}}
+    assert sleep(context({"seconds": 0.01})) == {"slept": 0.01}
+    with pytest.raises(PermanentError, match=r"payload\.seconds must be a number"):
+        sleep(context({"seconds": "long"}))
+    ctx = context({"seconds": 30})
+    threading.Timer(0.1, ctx.cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="interrupted"):
+        sleep(ctx)
+    assert time.monotonic() - started < 5
+
+
+def test_emit_event_turns_a_payload_into_a_domain_event(db_url: str) -> None:
+    with Ops(direct_settings(db_url)) as ops:
+        mission = ops.propose("twitter-alt", "post", [step("crawl")]).mission_id
+        claimed = ops.claim("w")[0]
+        ctx = context(
+            {"type": "tweet:posted", "tags": ["launch"], "payload": {"tweet_id": "t-1"}},
+            emit=ops.emit_event,
+            step_id=claimed.id,
+            mission_id=mission,
+            agent_id="twitter-alt",
+        )
+        out = emit_event(ctx)
+        stored = ops.events(type="tweet:posted")[0]
+    assert out == {"event_id": stored.id, "type": "tweet:posted"}
+    assert (stored.agent_id, stored.mission_id, stored.step_id, stored.source) == (
+        "twitter-alt",
+        mission,
+        claimed.id,
+        "worker",
+    )
+    assert stored.tags == ["tweet:posted", "tweet", "posted", "launch"]
+    with pytest.raises(PermanentError, match="reserved entity mission"):
+        emit_event(context({"type": "mission:failed"}, emit=ops_emit_refusing()))
+
+
+def ops_emit_refusing() -> Any:
+    from agent_ops.errors import InvalidInput  # noqa: PLC0415
+
+    def emit(*_: Any, **__: Any) -> None:
+        raise InvalidInput("type mission:failed uses the reserved entity mission")
+
+    return emit
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A local HTTP peer: /ok, /teapot (418), /busy (503), /slow, /v1/chat/completions (OpenAI-compatible)."""
+
+    protocol_version = "HTTP/1.1"
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.do_POST()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"null")
+        Recorder.requests.append(
+            {"path": self.path, "method": self.command, "body": body, "auth": self.headers.get("Authorization")}
+        )
+        if self.path == "/slow":
+            time.sleep(2)
+        if self.path.endswith("/chat/completions"):
+            content = body["messages"][-1]["content"]
+            if content == "rate limit me":
+                self._reply(429, {"error": {"message": "slow down"}})
+                return
+            if content == "bad request":
+                self._reply(400, {"error": {"message": "nope"}})
+                return
+            message = {"role": "assistant", "content": f"echo: {content}"}
+            self._reply(
+                200,
+                {
+                    "id": "c-1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                },
+            )
+            return
+        status = {"/ok": 200, "/teapot": 418, "/busy": 503, "/slow": 200}.get(self.path.split("?")[0], 404)
+        self._reply(status, {"path": self.path, "got": body})
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that gave up (the timeout test) is expected, not news
+
+
+@pytest.fixture
+def peer() -> Iterator[str]:
+    server = QuietServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    Recorder.requests = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_calls_allowed_hosts_and_classifies_failures(peer: str) -> None:
+    http = http_executor(["127.0.0.1"], max_timeout=1.0)
+    out = http(context({"url": f"{peer}/ok", "json": {"hello": "world"}, "headers": {"X-Token": "t"}}))
+    assert out["status"] == 200
+    assert out["body"] == {"path": "/ok", "got": {"hello": "world"}}
+    assert Recorder.requests[-1]["method"] == "POST"
+    with pytest.raises(PermanentError, match="HTTP 418"):
+        http(context({"url": f"{peer}/teapot"}))
+    with pytest.raises(RetryableError, match="HTTP 503"):
+        http(context({"url": f"{peer}/busy"}))
+    with pytest.raises(RetryableError, match="timed out"):
+        http(context({"url": f"{peer}/slow", "timeout": 0.2}))
+    with pytest.raises(PermanentError, match="not in WORKER_HTTP_ALLOWED_HOSTS"):
+        http(context({"url": "http://example.com/hook"}))
+    with pytest.raises(PermanentError, match=r"payload\.url is required"):
+        http(context({}))
+
+
+def test_llm_calls_an_openai_compatible_api(peer: str) -> None:
+    llm = llm_executor(f"{peer}/v1", "sk-test", "tiny-model", timeout=5)
+    out = llm(context({"prompt": "hello", "system": "be brief"}))
+    assert out == {
+        "text": "echo: hello",
+        "finish_reason": "stop",
+        "model": "tiny-model",
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
+    sent = Recorder.requests[-1]
+    assert sent["body"]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    assert sent["auth"] == "Bearer sk-test"
+    with pytest.raises(RetryableError):
+        llm(context({"prompt": "rate limit me"}))
+    with pytest.raises(PermanentError, match="HTTP 400"):
+        llm(context({"prompt": "bad request"}))
+    with pytest.raises(PermanentError, match=r"payload\.prompt"):
+        llm(context({}))
+
+
+def test_configured_executors_register_only_when_configured() -> None:
+    bare = builtin_executors(WorkerSettings())
+    assert sorted(bare) == ["echo", "emit_event", "noop", "sleep"]
+    configured = builtin_executors(WorkerSettings(http_allowed_hosts=["api.example.com"], llm_base_url="http://llm/v1"))
+    assert sorted(configured) == ["echo", "emit_event", "http", "llm", "noop", "sleep"]
+
+
+def test_registry_decorator_and_aliases() -> None:
+    @executor("custom_kind")
+    def custom(ctx: StepContext) -> str:
+        return "ok"
+
+    assert registry()["custom_kind"] is custom
+    combined = with_aliases({"sleep": sleep}, {"crawl": "sleep"})
+    assert combined["crawl"] is sleep
+    with pytest.raises(KeyError, match="no executor for 'nothing'"):
+        with_aliases({"sleep": sleep}, {"crawl": "nothing"})
+
+
+def test_worker_settings_from_the_environment() -> None:
+    settings = WorkerSettings.from_environ(
+        {
+            "WORKER_ID": "w-1",
+            "WORKER_KINDS": "crawl, analyze",
+            "WORKER_CONCURRENCY": "8",
+            "WORKER_ALIASES": "crawl=sleep",
+            "WORKER_HTTP_ALLOWED_HOSTS": "API.example.com",
+            "LLM_API_KEY": "sk-secret",
+        }
+    )
+    assert (settings.worker_id, settings.kinds, settings.concurrency) == ("w-1", ["crawl", "analyze"], 8)
+    assert settings.aliases == {"crawl": "sleep"}
+    assert settings.http_allowed_hosts == ["api.example.com"]
+    assert "sk-secret" not in repr(settings)
+    assert (WorkerSettings.from_environ({}).poll_min, WorkerSettings.from_environ({}).poll_max) == (5.0, 15.0)
+    with pytest.raises(ConfigError, match="WORKER_CONCURRENCY must be at least 1"):
+        WorkerSettings.from_environ({"WORKER_CONCURRENCY": "0"})
+    with pytest.raises(ConfigError, match="WORKER_POLL_MAX must be at least WORKER_POLL_MIN"):
+        WorkerSettings.from_environ({"WORKER_POLL_MIN": "10", "WORKER_POLL_MAX": "2"})
+    with pytest.raises(ConfigError, match="WORKER_ALIASES must be KIND=EXECUTOR"):
+        WorkerSettings.from_environ({"WORKER_ALIASES": "crawl"})
