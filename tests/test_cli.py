@@ -35,6 +35,10 @@ COMMANDS = [
     ["policy"],
     ["policy", "get"],
     ["policy", "set"],
+    ["kinds"],
+    ["kinds", "list"],
+    ["kinds", "enable"],
+    ["kinds", "disable"],
     ["heartbeat"],
     ["serve"],
 ]
@@ -198,3 +202,13 @@ def test_events_follow_prints_new_events_as_they_come(db_url: str, conn: psycopg
     process.communicate(timeout=20)
     assert json.loads(line)["type"] == "tweet:posted"
     assert process.returncode == 0
+
+
+def test_kinds_disable_list_and_enable(db_url: str) -> None:
+    cli("propose", "--agent", "brain", "--title", "queued", "--step", "crawl", db_url=db_url)
+    assert cli("kinds", "disable", "crawl", "--reason", "maintenance", db_url=db_url).stdout.strip() == "crawl disabled"
+    listing = json.loads(cli("kinds", "list", "--json", db_url=db_url).stdout)
+    assert listing == [{"kind": "crawl", "state": "disabled", "reason": "maintenance", "queued": 1}]
+    assert cli("kinds", "enable", "crawl", db_url=db_url).returncode == 0
+    listing = json.loads(cli("kinds", "list", "--json", db_url=db_url).stdout)
+    assert listing == [{"kind": "crawl", "state": "enabled", "reason": None, "queued": 1}]

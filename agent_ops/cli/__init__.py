@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dotenv import load_dotenv
 
 from agent_ops import __version__
-from agent_ops.cli import db, heartbeat, loop, policy, views
+from agent_ops.cli import db, heartbeat, kinds, loop, policy, views
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import note
 from agent_ops.config import ConfigError
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.register(commands)
     views.register(commands)
     policy.register(commands)
+    kinds.register(commands)
     heartbeat.register(commands)
     return parser
 
