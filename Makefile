@@ -10,7 +10,7 @@ AGENT_OPS := $(BIN)/agent-ops
 .PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest stop clean
 
 help:
-	@echo "make run    set up, start the embedded Postgres, migrate, load the default policy"
+	@echo "make run    set up, start the embedded Postgres, migrate, and run the live loop (DEMO_SECONDS=N to stop)"
 	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks)"
 	@echo "make stop   stop the embedded Postgres"
 
@@ -38,8 +38,10 @@ db: setup
 migrate: db
 	@$(AGENT_OPS) migrate --seed
 
+# The live loop on the embedded Postgres until Ctrl-C; DEMO_SECONDS=N stops by itself with a summary.
 run: migrate
 	@scripts/run-summary
+	@$(AGENT_OPS) demo
 
 lint: setup
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dotenv import load_dotenv
 
 from agent_ops import __version__
-from agent_ops.cli import db, heartbeat, kinds, loop, policy, views
+from agent_ops.cli import db, demo, heartbeat, kinds, loop, policy, views
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import note
 from agent_ops.config import ConfigError
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.register(commands)
     kinds.register(commands)
     heartbeat.register(commands)
+    demo.register(commands)
     return parser
 
 
