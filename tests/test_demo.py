@@ -15,7 +15,7 @@ def test_the_demo_closes_the_loop(db_url: str, tmp_path: Path, conn: psycopg.Con
     assert demo.run(db_url, 12, tmp_path, out) == 0, out.getvalue() + (tmp_path / "demo-worker.log").read_text()
     text = out.getvalue()
     assert "Demo summary after" in text
-    completed = dict(
+    completed: dict[str, int] = dict(
         conn.execute(
             "select p.source, count(*) from ops_missions m join ops_mission_proposals p on p.id = m.proposal_id "
             "where m.status = 'succeeded' group by 1"
@@ -23,6 +23,8 @@ def test_the_demo_closes_the_loop(db_url: str, tmp_path: Path, conn: psycopg.Con
     )
     assert completed.get("trigger", 0) >= 2
     assert completed.get("reaction", 0) >= 2
-    reactions = dict(conn.execute("select pattern, count(*) from ops_agent_reactions group by 1").fetchall())
+    reactions: dict[str, int] = dict(
+        conn.execute("select pattern, count(*) from ops_agent_reactions group by 1").fetchall()
+    )
     assert set(reactions) == {"demo_tweet_posted", "demo_mission_failed"}
     assert "worker stopped" in (tmp_path / "demo-worker.log").read_text()
