@@ -168,14 +168,17 @@ class Ops:
         params = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
         return self._one(StepReport.from_json, "ops_fail_step", params, True)
 
-    def extend_lease(self, step_id: int, attempt: int, lease_seconds: int | None = None) -> Lease:
+    def extend_lease(
+        self, step_id: int, attempt: int, lease_seconds: int | None = None, *, retry: bool = True
+    ) -> Lease:
+        """`retry=False` for callers that retry on their own schedule (the worker's lease keeper)."""
         params = {"step_id": step_id, "attempt": attempt, "lease_seconds": lease_seconds}
-        return self._one(Lease.from_json, "ops_extend_lease", params, True)
+        return self._one(Lease.from_json, "ops_extend_lease", params, retry)
 
-    def release(self, step_id: int, attempt: int, reason: str) -> StepReport:
+    def release(self, step_id: int, attempt: int, reason: str, *, retry: bool = True) -> StepReport:
         """Hand a running step back (graceful shutdown): queued at once, the attempt not counted."""
         params = {"step_id": step_id, "attempt": attempt, "reason": reason}
-        return self._one(StepReport.from_json, "ops_release_step", params, True)
+        return self._one(StepReport.from_json, "ops_release_step", params, retry)
 
     # -- missions ---------------------------------------------------------------------------------------------
 

@@ -56,13 +56,7 @@ class ClaimedStep(_FromJson):
     priority: int = 0
     inputs: dict[str, Any] = field(default_factory=dict)
     reserved_at: datetime | None = None
-
-    @property
-    def lease_seconds(self) -> float | None:
-        """The lease granted at claim, measured on the database's clock."""
-        if self.reserved_at is None:
-            return None
-        return (self.lease_expires_at - self.reserved_at).total_seconds()
+    lease_seconds: float | None = None  # the lease granted, measured on the database's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +76,7 @@ class Lease(_FromJson):
     step_id: int
     attempt: int
     lease_expires_at: datetime
+    lease_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from agent_ops.localpg import LocalPostgres
 from agent_ops.migrations import apply_seed, migrate
 from tests.conftest import ROOT, direct_settings
 
-TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken"]
+TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge"]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -237,6 +237,54 @@ def test_listen_wakes_an_idle_worker_well_before_its_poll_interval(
     else:
         time.sleep(3.0)
         assert scalar(conn, "select count(*) from test_executions") == 0, "without LISTEN it waits for its poll"
+
+
+def test_bad_executor_behaviour_fails_the_step_instead_of_wedging_the_worker(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.set_policy("worker_policy", {"lease_seconds": 30, "max_attempts": 1, "backoff_base_seconds": 0}, "test")
+    for kind in ("exits", "nul", "nan", "huge"):
+        ops.propose("brain", kind, [step(kind)])
+    workers.start("worker-bad", "--concurrency", "1", "--kinds", "exits,nul,nan,huge,alpha")
+    wait_for(lambda: scalar(conn, "select count(*) from ops_missions where status = 'failed'") == 4, 30, "4 failures")
+    errors = dict(conn.execute("select kind, last_error from ops_mission_steps").fetchall())
+    assert errors["exits"] == "SystemExit: an executor must not take the worker down"
+    assert errors["nul"] == "binary body: \\0\x01"
+    assert errors["nan"].startswith("output is not JSON-serialisable")
+    assert errors["huge"] == "output rejected: output must be at most 1048576 bytes of JSON"
+    ops.propose("brain", "still working", [step("alpha")])
+    wait_for(
+        lambda: scalar(conn, "select count(*) from test_executions where kind = 'alpha'") == 1, 10, "the slot back"
+    )
+
+
+def test_a_step_recovered_and_reclaimed_by_the_same_worker_is_a_new_run(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.propose("brain", "reclaimed", [step("slow", {"seconds": 3})])
+    workers.start("worker-same", "--concurrency", "2", "--kinds", "slow,alpha")
+    wait_for(lambda: scalar(conn, "select count(*) from test_executions where event = 'started'") == 1, 20, "a start")
+    # As if an outage outlasted the lease: recovered while attempt 1 still runs, then claimed again here.
+    conn.execute("update ops_mission_steps set lease_expires_at = now() - interval '1 second'")
+    assert ops.call("ops_recover_stale_steps")["requeued"] == 1
+    wait_for(lambda: scalar(conn, "select status from ops_missions") == "succeeded", 30, "attempt 2 to finish")
+    assert scalar(conn, "select attempt from ops_mission_steps") == 2
+    runs = conn.execute("select attempt, event from test_executions where kind = 'slow' order by at").fetchall()
+    assert (2, "finished") in runs
+    assert (1, "finished") not in runs, "attempt 1 was cancelled when its lease was found lost"
+    for n in range(2):
+        ops.propose("brain", f"after {n}", [step("alpha")])
+    wait_for(lambda: scalar(conn, "select count(*) from test_executions where kind = 'alpha'") == 2, 10, "both slots")
+
+
+def test_sigterm_during_a_long_idle_poll_stops_at_once(workers: Workers) -> None:
+    worker = workers.start("worker-idle-stop", "--kinds", "alpha", "--poll-min", "30", "--poll-max", "30")
+    wait_for(lambda: "worker started" in workers.log("worker-idle-stop"), 20, "the worker")
+    time.sleep(0.5)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - started < 2
 
 
 @pytest.fixture

@@ -55,3 +55,27 @@ def slow(ctx: StepContext) -> dict[str, Any]:
 def broken(ctx: StepContext) -> None:
     record(ctx, "ran")
     raise RuntimeError("this executor always fails")
+
+
+@executor("exits")
+def exits(ctx: StepContext) -> None:
+    record(ctx, "ran")
+    raise SystemExit("an executor must not take the worker down")
+
+
+@executor("nul")
+def nul(ctx: StepContext) -> None:
+    record(ctx, "ran")
+    raise RetryableError("binary body: \x00\x01")
+
+
+@executor("nan")
+def nan(ctx: StepContext) -> dict[str, float]:
+    record(ctx, "ran")
+    return {"ratio": float("nan")}
+
+
+@executor("huge")
+def huge(ctx: StepContext) -> dict[str, str]:
+    record(ctx, "ran")
+    return {"blob": "x" * (2 * 1024 * 1024)}

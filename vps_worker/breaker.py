@@ -51,9 +51,12 @@ class CircuitBreaker:
                 candidates = sorted(self._open)
             for kind in candidates:
                 flag = self._ops.get_policy(f"worker:{kind}").value
-                enabled = flag is None or bool(flag.get("enabled", True))
-                with self._lock:
-                    if enabled:
+                if flag is None:
+                    # Opening it did not reach the database (or is still on its way): write it again.
+                    self._disable(kind, self._failures[kind], None)
+                    continue
+                if bool(flag.get("enabled", True)):
+                    with self._lock:
                         log.info("circuit closed: kind re-enabled", extra={"fields": {"kind": kind}})
                         self._open.discard(kind)
                         self._failures[kind] = 0
@@ -78,19 +81,28 @@ class CircuitBreaker:
         self._trip(kind, failures, error)
 
     def _trip(self, kind: str, failures: int, error: str | None) -> None:
-        reason = f"circuit breaker: {failures} consecutive failures on {self._worker_id}"
         log.warning("circuit open: kind disabled", extra={"fields": {"kind": kind, "failures": failures}})
+        if self._disable(kind, failures, error):
+            try:
+                self._ops.emit_event(
+                    "worker:circuit_open",
+                    "system",
+                    tags=[kind, "circuit_open", "warning"],
+                    title=f"Circuit open: {kind} disabled after {failures} consecutive failures",
+                    payload={"kind": kind, "worker_id": self._worker_id, "failures": failures, "last_error": error},
+                    source="worker",
+                )
+            except OpsError:
+                log.exception("could not emit worker:circuit_open for %s", kind)
+
+    def _disable(self, kind: str, failures: int, error: str | None) -> bool:
+        """Disable the kind for every worker; on failure it stays open here and refresh() tries again."""
+        reason = f"circuit breaker: {failures} consecutive failures on {self._worker_id}"
         try:
             self._ops.set_policy(
                 f"worker:{kind}", {"enabled": False, "reason": reason, "failures": failures}, self._worker_id[:200]
             )
-            self._ops.emit_event(
-                "worker:circuit_open",
-                "system",
-                tags=[kind, "circuit_open", "warning"],
-                title=f"Circuit open: {kind} disabled after {failures} consecutive failures",
-                payload={"kind": kind, "worker_id": self._worker_id, "failures": failures, "last_error": error},
-                source="worker",
-            )
         except OpsError:
-            log.exception("could not record the open circuit for %s; it stays open on this worker", kind)
+            log.exception("could not disable %s in the policy; retrying at the next refresh", kind)
+            return False
+        return True

@@ -171,6 +171,7 @@ def builtin_executors(settings: WorkerSettings) -> dict[str, Executor]:
 def json_output(value: Any) -> Any:
     """The executor's output as the database will store it, or PermanentError when it cannot be JSON."""
     try:
-        return json.loads(json.dumps(value))
+        # allow_nan=False: NaN and Infinity are not JSON, and Postgres refuses them.
+        return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as error:
         raise PermanentError(f"output is not JSON-serialisable: {error}") from None

@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from agent_ops.config import Settings
-from agent_ops.errors import OpsError, TransportError, error_class
+from agent_ops.errors import InvalidInput, OpsError, TransportError, error_class
 
 # Parameters of the ops_* functions that are jsonb (every other one maps naturally).
 JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
@@ -25,8 +25,11 @@ JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
 def from_psycopg(error: psycopg.Error, function: str) -> OpsError:
     code = error.sqlstate
     if code is None:
-        # No SQLSTATE: the connection broke or never opened; the call may or may not have run.
-        return TransportError(f"{function}: lost the database connection ({type(error).__name__})")
+        if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+            # The connection broke or never opened; the call may or may not have run.
+            return TransportError(f"{function}: lost the database connection ({type(error).__name__})")
+        # Refused on this side before sending (e.g. a NUL character in text): retrying cannot help.
+        return InvalidInput(f"{function}: {error}")
     diag = error.diag
     cls = error_class(code)
     return cls(diag.message_primary or str(error), code=code, detail=diag.message_detail, hint=diag.message_hint)
@@ -74,7 +77,11 @@ class DirectTransport:
         except psycopg_pool.PoolTimeout:
             raise TransportError(f"{function}: no database connection available (pool timeout)") from None
         except psycopg.Error as error:
-            raise from_psycopg(error, function) from None
+            mapped = from_psycopg(error, function)
+            if isinstance(mapped, TransportError):
+                # After a restart every idle connection is dead: find out now, not one failed call at a time.
+                self._pool.check()
+            raise mapped from None
         return row[0] if row else None
 
     @contextmanager
@@ -89,7 +96,8 @@ class DirectTransport:
 
                 def poll(timeout: float) -> list[str]:
                     try:
-                        return [n.payload for n in conn.notifies(timeout=timeout)]
+                        # Return at the first notification: waking promptly is the point.
+                        return [n.payload for n in conn.notifies(timeout=timeout, stop_after=1)]
                     except psycopg.Error as error:
                         raise from_psycopg(error, f"listen {channel}") from None
 

@@ -25,6 +25,7 @@ as $$
     'priority', step.priority,
     'reserved_at', step.reserved_at,
     'lease_expires_at', step.lease_expires_at,
+    'lease_seconds', extract(epoch from step.lease_expires_at - step.heartbeat_at),
     'inputs', (select coalesce(pg_catalog.jsonb_object_agg(d.position::text, d.output), '{}'::jsonb)
                  from public.ops_mission_steps d
                 where d.mission_id = step.mission_id and d.position = any (step.depends_on)));

@@ -231,7 +231,8 @@ begin
       'stop working on this step and discard its result');
   end if;
   return pg_catalog.jsonb_build_object('step_id', step.id, 'attempt', step.attempt,
-    'lease_expires_at', step.lease_expires_at);
+    'lease_expires_at', step.lease_expires_at,
+    'lease_seconds', extract(epoch from step.lease_expires_at - step.heartbeat_at));
 end;
 $$;
 
