@@ -247,7 +247,7 @@ def test_bad_executor_behaviour_fails_the_step_instead_of_wedging_the_worker(
         ops.propose("brain", kind, [step(kind)])
     workers.start("worker-bad", "--concurrency", "1", "--kinds", "exits,nul,nan,huge,alpha")
     wait_for(lambda: scalar(conn, "select count(*) from ops_missions where status = 'failed'") == 4, 30, "4 failures")
-    errors = dict(conn.execute("select kind, last_error from ops_mission_steps").fetchall())
+    errors: dict[str, str] = dict(conn.execute("select kind, last_error from ops_mission_steps").fetchall())
     assert errors["exits"] == "SystemExit: an executor must not take the worker down"
     assert errors["nul"] == "binary body: \\0\x01"
     assert errors["nan"].startswith("output is not JSON-serialisable")
