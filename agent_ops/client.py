@@ -85,7 +85,7 @@ class Ops:
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            stop=stop_after_attempt(self.settings.retries + 1),
+            stop=stop_after_attempt(self.settings.retries),  # the first attempt already failed
             wait=wait_exponential(multiplier=0.2, max=2.0) + wait_random(0, 0.2),
             retry=retry_if_exception_type(TransportError),
             before_sleep=before_sleep_log(log, logging.DEBUG),
@@ -97,7 +97,11 @@ class Ops:
         arguments = dict(params or {})
         if not retry:
             return self._transport.call(function, arguments)
-        return self._retrying()(self._transport.call, function, arguments)
+        try:
+            return self._transport.call(function, arguments)
+        except TransportError:
+            # The common case stays free of tenacity's bookkeeping; only a failed call enters the retry loop.
+            return self._retrying()(self._transport.call, function, arguments)
 
     def _one(self, build: Callable[[dict[str, Any]], T], function: str, params: Mapping[str, Any], retry: bool) -> T:
         return build(self.call(function, params, retry=retry))

@@ -13,19 +13,26 @@ def parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
+_FIELD_PLANS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _field_plan(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, is a datetime) for each field of a result dataclass, worked out once per class."""
+    plan = _FIELD_PLANS.get(cls)
+    if plan is None:
+        plan = _FIELD_PLANS[cls] = tuple((f.name, "datetime" in str(f.type)) for f in fields(cls))
+    return plan
+
+
 class _FromJson:
     """`from_json` for dataclasses: known keys only; fields annotated with datetime are parsed."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if "datetime" in str(f.type):
-                value = parse_time(value)
-            values[f.name] = value
+        for name, is_time in _field_plan(cls):
+            if name in data:
+                values[name] = parse_time(data[name]) if is_time else data[name]
         return cls(**values)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import random
 import select
 import threading
@@ -113,6 +114,8 @@ class Worker:
         self.waker = Waker()
         self._running: dict[RunKey, RunningStep] = {}
         self._lock = threading.Lock()
+        self._handoff: queue.SimpleQueue[RunningStep | None] = queue.SimpleQueue()
+        self._idle_threads = 0
         self._stopping = False  # set by request_stop(), which may run in a signal handler: no locks
         self._stop = threading.Event()  # set by the main thread once it sees _stopping: stops helpers
         self._done = threading.Event()  # set when the loop has ended: stops report retries
@@ -202,6 +205,13 @@ class Worker:
         """Retry transport errors with capped backoff until `give_up()`; then the last error is raised."""
         if give_up():
             raise TransportError("stopping")
+        try:
+            result = call()  # the common case, without tenacity's bookkeeping
+        except TransportError as first:
+            self._database_down(first)
+        else:
+            self._database_up()
+            return result
 
         def note_outage(state: RetryCallState) -> None:
             self._database_down(state.outcome.exception() if state.outcome else None)
@@ -302,7 +312,23 @@ class Worker:
                 older.lost = True
                 older.context.cancelled.set()
             self._running[running.key] = running
-        threading.Thread(target=self._execute, args=(running,), name=f"step-{step.id}", daemon=True).start()
+            spawn = self._idle_threads == 0
+            if not spawn:
+                self._idle_threads -= 1
+        self._handoff.put(running)
+        if spawn:
+            # Grow on demand: a hung executor holds its own thread, never a new step's.
+            threading.Thread(target=self._executor_thread, name="executor", daemon=True).start()
+
+    def _executor_thread(self) -> None:
+        """Runs handed-off steps one after another; reused, so a step costs no thread start."""
+        while True:
+            running = self._handoff.get()
+            if running is None:
+                return
+            self._execute(running)
+            with self._lock:
+                self._idle_threads += 1
 
     def _fields(self, running: RunningStep, **more: Any) -> dict[str, Any]:
         step = running.step

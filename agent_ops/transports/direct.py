@@ -5,6 +5,7 @@ The local default, and an option for workers: one round trip per call and LISTEN
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ class DirectTransport:
         if settings.database_url is None:
             raise ValueError("DirectTransport needs DATABASE_URL (use Settings.validated())")
         self._statement_timeout_ms = int(settings.timeout * 1000)
+        self._bytes: dict[tuple[str, tuple[str, ...]], bytes] = {}
         self._conninfo = settings.database_url.reveal()
         self._kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -65,14 +67,23 @@ class DirectTransport:
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("set statement_timeout = {}").format(sql.Literal(self._statement_timeout_ms)))
 
-    def call(self, function: str, params: Mapping[str, Any]) -> Any:
-        query = sql.SQL("select public.{}({})").format(
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _query(function: str, names: tuple[str, ...]) -> sql.Composed:
+        return sql.SQL("select public.{}({})").format(
             sql.Identifier(function),
-            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder()) for k in params),
+            sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(k), sql.Placeholder()) for k in names),
         )
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        key = (function, tuple(params))
         values = [Jsonb(v) if k in JSONB_PARAMS and v is not None else v for k, v in params.items()]
         try:
             with self._pool.connection() as conn:
+                query = self._bytes.get(key)
+                if query is None:
+                    # Composed once, then sent as bytes: psycopg caches the conversion of a bytes query.
+                    query = self._bytes[key] = self._query(*key).as_bytes(conn)
                 row = conn.execute(query, values).fetchone()
         except psycopg_pool.PoolTimeout:
             raise TransportError(f"{function}: no database connection available (pool timeout)") from None

@@ -1,8 +1,14 @@
 -- Invariant 5: every state change writes an event to ops_agent_events.
 -- Status triggers on proposals, missions, steps and reactions write them, so no code path can forget.
--- Types are '<entity>:<status>' ('proposal:created' on insert; 'step:retrying' when a failed attempt goes
--- back to the queue); tags always hold the type, its two parts, and the step kind where there is one.
--- A step becoming queued also sends pg_notify('ops_steps', kind) so listening workers wake at once.
+-- Types are '<entity>:<status>' ('proposal:created' on insert; 'step:retrying' when a running step goes back
+-- to the queue); tags always hold the type, its two parts, and the step kind where there is one, plus
+-- 'warning' for rejections and failures. A step becoming queued also sends pg_notify('ops_steps', kind) so
+-- listening workers wake at once.
+--
+-- The triggers are statement-level with transition tables: one INSERT ... SELECT per statement, whatever
+-- the number of rows (a batch claim of 16 steps writes its 16 events at once). Transition tables cannot be
+-- combined with a column list, so the UPDATE triggers fire for every UPDATE and keep the rows whose status
+-- changed.
 
 create or replace function ops_internal.event_tags(type text, extra text[] default '{}')
 returns text[]
@@ -21,6 +27,7 @@ as $$
   ) as tags;
 $$;
 
+-- One explicit event (trigger:fired, policy:updated, step:recovered ...); status events come from triggers.
 create or replace function ops_internal.emit_event(
   type text,
   agent_id text,
@@ -57,155 +64,211 @@ begin
 end;
 $$;
 
-create or replace function ops_internal.on_proposal_status()
+-- Proposals: 'proposal:created' on insert, 'proposal:<status>' when decided.
+create or replace function ops_internal.proposal_events()
 returns trigger
 language plpgsql
 set search_path = ''
 as $$
 declare
-  what text := case when tg_op = 'INSERT' then 'created' else new.status end;
+  -- For UPDATEs: the rows whose status changed, with their previous status. (An INSERT trigger has no old
+  -- rows table, so only the UPDATE branch may mention it; plpgsql plans statements when they first run.)
+  previous jsonb;
 begin
-  perform ops_internal.emit_event(
-    'proposal:' || what,
-    new.agent_id,
-    pg_catalog.format('Proposal #%s %s: %s', new.id, what, new.title),
-    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-      'proposal_id', new.id,
-      'status', new.status,
-      'previous_status', case when tg_op = 'UPDATE' then old.status end,
-      'source', new.source,
-      'kinds', (select pg_catalog.jsonb_agg(distinct s ->> 'kind') from pg_catalog.jsonb_array_elements(new.proposed_steps) s),
-      'auto_approved', case when new.status = 'accepted' then new.auto_approved end,
-      'decided_by', new.decided_by,
-      'reason', new.rejection_reason)),
-    case when new.status = 'rejected' then array['warning'] else '{}'::text[] end,
-    proposal_id => new.id);
+  if tg_op = 'UPDATE' then
+    select coalesce(pg_catalog.jsonb_object_agg(n.id, o.status), '{}'::jsonb) into previous
+      from ops_internal_new_rows n join ops_internal_old_rows o on o.id = n.id
+     where o.status is distinct from n.status;
+  end if;
+  insert into public.ops_agent_events (type, agent_id, tags, title, payload, proposal_id)
+  select 'proposal:' || c.what,
+         n.agent_id,
+         array['proposal:' || c.what, 'proposal', c.what]
+           || case when n.status = 'rejected' then array['warning'] else '{}'::text[] end,
+         pg_catalog.format('Proposal #%s %s: %s', n.id, c.what, n.title),
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+           'proposal_id', n.id,
+           'status', n.status,
+           'previous_status', previous ->> n.id::text,
+           'source', n.source,
+           'kinds', (select pg_catalog.jsonb_agg(distinct s ->> 'kind') from pg_catalog.jsonb_array_elements(n.proposed_steps) s),
+           'auto_approved', case when n.status = 'accepted' then n.auto_approved end,
+           'decided_by', n.decided_by,
+           'reason', n.rejection_reason)),
+         n.id
+    from ops_internal_new_rows n
+   cross join lateral (select case when tg_op = 'INSERT' then 'created' else n.status end as what) c
+   where tg_op = 'INSERT' or previous ? n.id::text
+   order by n.id;
   return null;
 end;
 $$;
 
-create trigger ops_mission_proposals_created_event
+-- Missions: 'mission:<status>' on insert (approved) and on every status change.
+create or replace function ops_internal.mission_events()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  -- For UPDATEs: the rows whose status changed, with their previous status. (An INSERT trigger has no old
+  -- rows table, so only the UPDATE branch may mention it; plpgsql plans statements when they first run.)
+  previous jsonb;
+begin
+  if tg_op = 'UPDATE' then
+    select coalesce(pg_catalog.jsonb_object_agg(n.id, o.status), '{}'::jsonb) into previous
+      from ops_internal_new_rows n join ops_internal_old_rows o on o.id = n.id
+     where o.status is distinct from n.status;
+  end if;
+  insert into public.ops_agent_events (type, agent_id, tags, title, payload, proposal_id, mission_id)
+  select 'mission:' || n.status,
+         n.agent_id,
+         array['mission:' || n.status, 'mission', n.status]
+           || case when n.status = 'failed' then array['warning'] else '{}'::text[] end,
+         pg_catalog.format('Mission #%s %s: %s', n.id, n.status, n.title),
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+           'mission_id', n.id,
+           'proposal_id', n.proposal_id,
+           'status', n.status,
+           'previous_status', previous ->> n.id::text,
+           'reason', n.failure_reason)),
+         n.proposal_id,
+         n.id
+    from ops_internal_new_rows n
+   where tg_op = 'INSERT' or previous ? n.id::text
+   order by n.id;
+  return null;
+end;
+$$;
+
+-- Steps: 'step:<status>' on insert and on every status change ('step:retrying' for running -> queued).
+create or replace function ops_internal.step_events()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  -- For UPDATEs: the rows whose status changed, with their previous status. (An INSERT trigger has no old
+  -- rows table, so only the UPDATE branch may mention it; plpgsql plans statements when they first run.)
+  previous jsonb;
+begin
+  if tg_op = 'UPDATE' then
+    select coalesce(pg_catalog.jsonb_object_agg(n.id, o.status), '{}'::jsonb) into previous
+      from ops_internal_new_rows n join ops_internal_old_rows o on o.id = n.id
+     where o.status is distinct from n.status;
+  end if;
+  insert into public.ops_agent_events (type, agent_id, tags, title, payload, mission_id, step_id)
+  select 'step:' || c.what,
+         m.agent_id,
+         array['step:' || c.what, 'step', c.what, n.kind]
+           || case when n.status = 'failed' then array['warning'] else '{}'::text[] end,
+         pg_catalog.format('Step #%s (%s) %s', n.id, n.kind, c.what),
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+           'step_id', n.id,
+           'mission_id', n.mission_id,
+           'kind', n.kind,
+           'position', n.position,
+           'status', n.status,
+           'previous_status', previous ->> n.id::text,
+           'attempt', n.attempt,
+           'max_attempts', n.max_attempts,
+           'worker_id', case when n.status in ('running', 'succeeded', 'failed') then n.reserved_by end,
+           'run_after', case when c.what = 'retrying' then n.run_after end,
+           'error', case when n.status in ('failed', 'queued', 'cancelled') then pg_catalog.left(n.last_error, 1000) end)),
+         n.mission_id,
+         n.id
+    from ops_internal_new_rows n
+    join public.ops_missions m on m.id = n.mission_id
+   cross join lateral (select case when previous ->> n.id::text = 'running' and n.status = 'queued' then 'retrying'
+                                   else n.status end as what) c
+   where tg_op = 'INSERT' or previous ? n.id::text
+   order by n.id;
+
+  perform pg_catalog.pg_notify('ops_steps', q.kind)
+     from (select distinct n.kind from ops_internal_new_rows n
+            where n.status = 'queued' and (tg_op = 'INSERT' or previous ? n.id::text)) q;
+  return null;
+end;
+$$;
+
+-- Reactions: 'reaction:<status>' on insert (queued) and on every status change.
+create or replace function ops_internal.reaction_events()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+  -- For UPDATEs: the rows whose status changed, with their previous status. (An INSERT trigger has no old
+  -- rows table, so only the UPDATE branch may mention it; plpgsql plans statements when they first run.)
+  previous jsonb;
+begin
+  if tg_op = 'UPDATE' then
+    select coalesce(pg_catalog.jsonb_object_agg(n.id, o.status), '{}'::jsonb) into previous
+      from ops_internal_new_rows n join ops_internal_old_rows o on o.id = n.id
+     where o.status is distinct from n.status;
+  end if;
+  insert into public.ops_agent_events (type, agent_id, tags, title, payload, proposal_id)
+  select 'reaction:' || n.status,
+         n.target_agent,
+         array['reaction:' || n.status, 'reaction', n.status]
+           || case when n.status = 'failed' then array['warning'] else '{}'::text[] end,
+         pg_catalog.format('Reaction #%s %s: %s reacts to %s (%s)', n.id, n.status, n.target_agent,
+           n.source_agent, n.reaction_type),
+         pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+           'reaction_id', n.id,
+           'event_id', n.event_id,
+           'pattern', n.pattern,
+           'source_agent', n.source_agent,
+           'target_agent', n.target_agent,
+           'reaction_type', n.reaction_type,
+           'step_kind', n.step_kind,
+           'probability', n.probability,
+           'roll', n.roll,
+           'status', n.status,
+           'previous_status', previous ->> n.id::text,
+           'reason', n.reason)),
+         n.proposal_id
+    from ops_internal_new_rows n
+   where tg_op = 'INSERT' or previous ? n.id::text
+   order by n.id;
+  return null;
+end;
+$$;
+
+create trigger ops_mission_proposals_insert_events
   after insert on public.ops_mission_proposals
-  for each row execute function ops_internal.on_proposal_status();
-create trigger ops_mission_proposals_status_event
-  after update of status on public.ops_mission_proposals
-  for each row when (old.status is distinct from new.status)
-  execute function ops_internal.on_proposal_status();
+  referencing new table as ops_internal_new_rows
+  for each statement execute function ops_internal.proposal_events();
+create trigger ops_mission_proposals_update_events
+  after update on public.ops_mission_proposals
+  referencing old table as ops_internal_old_rows new table as ops_internal_new_rows
+  for each statement execute function ops_internal.proposal_events();
 
-create or replace function ops_internal.on_mission_status()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  perform ops_internal.emit_event(
-    'mission:' || new.status,
-    new.agent_id,
-    pg_catalog.format('Mission #%s %s: %s', new.id, new.status, new.title),
-    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-      'mission_id', new.id,
-      'proposal_id', new.proposal_id,
-      'status', new.status,
-      'previous_status', case when tg_op = 'UPDATE' then old.status end,
-      'reason', new.failure_reason)),
-    case when new.status = 'failed' then array['warning'] else '{}'::text[] end,
-    proposal_id => new.proposal_id,
-    mission_id => new.id);
-  return null;
-end;
-$$;
-
-create trigger ops_missions_created_event
+create trigger ops_missions_insert_events
   after insert on public.ops_missions
-  for each row execute function ops_internal.on_mission_status();
-create trigger ops_missions_status_event
-  after update of status on public.ops_missions
-  for each row when (old.status is distinct from new.status)
-  execute function ops_internal.on_mission_status();
+  referencing new table as ops_internal_new_rows
+  for each statement execute function ops_internal.mission_events();
+create trigger ops_missions_update_events
+  after update on public.ops_missions
+  referencing old table as ops_internal_old_rows new table as ops_internal_new_rows
+  for each statement execute function ops_internal.mission_events();
 
-create or replace function ops_internal.on_step_status()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-declare
-  what text := new.status;
-  agent text;
-begin
-  if tg_op = 'UPDATE' and old.status = 'running' and new.status = 'queued' then
-    what := 'retrying';
-  end if;
-  select m.agent_id into agent from public.ops_missions m where m.id = new.mission_id;
-  perform ops_internal.emit_event(
-    'step:' || what,
-    agent,
-    pg_catalog.format('Step #%s (%s) %s', new.id, new.kind, what),
-    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-      'step_id', new.id,
-      'mission_id', new.mission_id,
-      'kind', new.kind,
-      'position', new.position,
-      'status', new.status,
-      'previous_status', case when tg_op = 'UPDATE' then old.status end,
-      'attempt', new.attempt,
-      'max_attempts', new.max_attempts,
-      'worker_id', case when new.status in ('running', 'succeeded', 'failed') then new.reserved_by end,
-      'run_after', case when what = 'retrying' then new.run_after end,
-      'error', case when new.status in ('failed', 'queued', 'cancelled') then pg_catalog.left(new.last_error, 1000) end)),
-    case when new.status = 'failed' then array[new.kind, 'warning'] else array[new.kind] end,
-    mission_id => new.mission_id,
-    step_id => new.id);
-  if new.status = 'queued' then
-    perform pg_catalog.pg_notify('ops_steps', new.kind);
-  end if;
-  return null;
-end;
-$$;
-
-create trigger ops_mission_steps_created_event
+create trigger ops_mission_steps_insert_events
   after insert on public.ops_mission_steps
-  for each row execute function ops_internal.on_step_status();
-create trigger ops_mission_steps_status_event
-  after update of status on public.ops_mission_steps
-  for each row when (old.status is distinct from new.status)
-  execute function ops_internal.on_step_status();
+  referencing new table as ops_internal_new_rows
+  for each statement execute function ops_internal.step_events();
+create trigger ops_mission_steps_update_events
+  after update on public.ops_mission_steps
+  referencing old table as ops_internal_old_rows new table as ops_internal_new_rows
+  for each statement execute function ops_internal.step_events();
 
-create or replace function ops_internal.on_reaction_status()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  perform ops_internal.emit_event(
-    'reaction:' || new.status,
-    new.target_agent,
-    pg_catalog.format('Reaction #%s %s: %s reacts to %s (%s)', new.id, new.status, new.target_agent,
-      new.source_agent, new.reaction_type),
-    pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-      'reaction_id', new.id,
-      'event_id', new.event_id,
-      'pattern', new.pattern,
-      'source_agent', new.source_agent,
-      'target_agent', new.target_agent,
-      'reaction_type', new.reaction_type,
-      'step_kind', new.step_kind,
-      'probability', new.probability,
-      'roll', new.roll,
-      'status', new.status,
-      'previous_status', case when tg_op = 'UPDATE' then old.status end,
-      'reason', new.reason)),
-    case when new.status = 'failed' then array['warning'] else '{}'::text[] end,
-    proposal_id => new.proposal_id);
-  return null;
-end;
-$$;
-
-create trigger ops_agent_reactions_created_event
+create trigger ops_agent_reactions_insert_events
   after insert on public.ops_agent_reactions
-  for each row execute function ops_internal.on_reaction_status();
-create trigger ops_agent_reactions_status_event
-  after update of status on public.ops_agent_reactions
-  for each row when (old.status is distinct from new.status)
-  execute function ops_internal.on_reaction_status();
+  referencing new table as ops_internal_new_rows
+  for each statement execute function ops_internal.reaction_events();
+create trigger ops_agent_reactions_update_events
+  after update on public.ops_agent_reactions
+  referencing old table as ops_internal_old_rows new table as ops_internal_new_rows
+  for each statement execute function ops_internal.reaction_events();
 
 select ops_internal.revoke_api_execute();

@@ -31,6 +31,24 @@ as $$
                 where d.mission_id = step.mission_id and d.position = any (step.depends_on)));
 $$;
 
+-- The kinds that have queued steps: a skip scan down the claim index, one probe per distinct kind.
+create or replace function ops_internal.queued_kinds()
+returns text[]
+language sql
+stable
+set search_path = ''
+as $$
+  with recursive kinds(kind) as (
+    (select s.kind from public.ops_mission_steps s where s.status = 'queued' order by s.kind limit 1)
+    union all
+    select (select s.kind from public.ops_mission_steps s
+             where s.status = 'queued' and s.kind > kinds.kind order by s.kind limit 1)
+      from kinds
+     where kinds.kind is not null
+  )
+  select coalesce(pg_catalog.array_agg(kind), '{}') from kinds where kind is not null;
+$$;
+
 select ops_internal.revoke_api_execute();
 
 create or replace function public.ops_claim_next_step(
@@ -50,6 +68,7 @@ declare
   batch integer := ops_claim_next_step.max_steps;
   lease integer := ops_claim_next_step.lease_seconds;
   bad_kind integer;
+  enabled boolean;
   worker_policy jsonb;
   disabled text[];
   claimed jsonb;
@@ -72,70 +91,67 @@ begin
     end if;
   end if;
 
-  if not ops_internal.system_enabled() then
+  -- Everything the claim needs from the policy, in one read: the kill switch, leases, disabled kinds.
+  select coalesce((pg_catalog.jsonb_object_agg(p.key, p.value) -> 'system' ->> 'enabled')::boolean, true),
+         coalesce(pg_catalog.jsonb_object_agg(p.key, p.value) -> 'worker_policy', '{}'::jsonb),
+         coalesce(pg_catalog.array_agg(pg_catalog.substr(p.key, 8))
+                    filter (where p.key like 'worker:%' and (p.value ->> 'enabled')::boolean is false), '{}')
+    into enabled, worker_policy, disabled
+    from public.ops_policy p
+   where p.key in ('system', 'worker_policy') or p.key like 'worker:%';
+  if not enabled then
     return '[]'::jsonb;
   end if;
-  worker_policy := ops_internal.policy('worker_policy');
-  disabled := array(select pg_catalog.substr(p.key, 8) from public.ops_policy p
-                     where p.key like 'worker:%' and (p.value ->> 'enabled')::boolean is false);
 
-  -- Two static statements rather than one with "kinds is null or ...": a cached generic plan would
-  -- otherwise lose the kind predicate and walk every queued step.
-  if wanted is null then
-    with picked as (
-      select s.id from public.ops_mission_steps s
-       where s.status = 'queued' and s.run_after <= pg_catalog.now() and s.kind <> all (disabled)
-       order by s.priority desc, s.run_after, s.id
-       limit batch
-       for update skip locked
-    ), claimed_rows as (
-      update public.ops_mission_steps s
-         set status = 'running', attempt = s.attempt + 1, reserved_by = worker, reserved_at = pg_catalog.now(),
-             heartbeat_at = pg_catalog.now(), started_at = coalesce(s.started_at, pg_catalog.now()),
-             lease_expires_at = pg_catalog.now() + pg_catalog.make_interval(
-               secs => coalesce(lease, ops_internal.worker_setting(worker_policy, s.kind, 'lease_seconds')))
-        from picked
-       where s.id = picked.id
-      returning s.*
-    )
-    select pg_catalog.jsonb_agg(ops_internal.claimed_step(c) order by c.priority desc, c.run_after, c.id),
-           pg_catalog.array_agg(distinct c.mission_id)
-      into claimed, missions
-      from claimed_rows c;
-  else
-    with picked as (
-      select s.id from public.ops_mission_steps s
-       where s.status = 'queued' and s.run_after <= pg_catalog.now() and s.kind = any (wanted)
-         and s.kind <> all (disabled)
-       order by s.priority desc, s.run_after, s.id
-       limit batch
-       for update skip locked
-    ), claimed_rows as (
-      update public.ops_mission_steps s
-         set status = 'running', attempt = s.attempt + 1, reserved_by = worker, reserved_at = pg_catalog.now(),
-             heartbeat_at = pg_catalog.now(), started_at = coalesce(s.started_at, pg_catalog.now()),
-             lease_expires_at = pg_catalog.now() + pg_catalog.make_interval(
-               secs => coalesce(lease, ops_internal.worker_setting(worker_policy, s.kind, 'lease_seconds')))
-        from picked
-       where s.id = picked.id
-      returning s.*
-    )
-    select pg_catalog.jsonb_agg(ops_internal.claimed_step(c) order by c.priority desc, c.run_after, c.id),
-           pg_catalog.array_agg(distinct c.mission_id)
-      into claimed, missions
-      from claimed_rows c;
+  -- One path for every claim: an ordered scan of the claim index per wanted kind (kind = k.kind gives the
+  -- index order, so a LIMIT stops early however deep the queue is), skipping rows other claimers hold, then
+  -- the best `batch` of those by priority, run_after, id. The cost grows with batch x kinds, never with
+  -- the number of queued or finished steps. An all-kinds claim first lists the queued kinds.
+  wanted := array(select distinct k from pg_catalog.unnest(coalesce(wanted, ops_internal.queued_kinds())) as k
+                   where k <> all (disabled));
+  if pg_catalog.cardinality(wanted) = 0 then
+    return '[]'::jsonb;
   end if;
+  with picked as (
+    select c.id
+      from pg_catalog.unnest(wanted) as k(kind)
+     cross join lateral (
+       select s.id, s.priority, s.run_after from public.ops_mission_steps s
+        where s.status = 'queued' and s.kind = k.kind and s.run_after <= pg_catalog.now()
+        order by s.priority desc, s.run_after, s.id
+        limit batch
+        for update skip locked
+     ) as c
+     order by c.priority desc, c.run_after, c.id
+     limit batch
+  ), claimed_rows as (
+    update public.ops_mission_steps s
+       set status = 'running', attempt = s.attempt + 1, reserved_by = worker, reserved_at = pg_catalog.now(),
+           heartbeat_at = pg_catalog.now(), started_at = coalesce(s.started_at, pg_catalog.now()),
+           lease_expires_at = pg_catalog.now() + pg_catalog.make_interval(
+             secs => coalesce(lease, ops_internal.worker_setting(worker_policy, s.kind, 'lease_seconds')))
+      from picked
+     where s.id = picked.id
+    returning s.*
+  )
+  select pg_catalog.jsonb_agg(ops_internal.claimed_step(c) order by c.priority desc, c.run_after, c.id),
+         pg_catalog.array_agg(distinct c.mission_id)
+    into claimed, missions
+    from claimed_rows c;
 
   if claimed is null then
     return '[]'::jsonb;
   end if;
   -- First claim moves the mission to running. SKIP LOCKED: a mission locked by a finalizer or a canceller
   -- is left to it; the next step report promotes it instead (see ops_internal.lock_mission).
-  update public.ops_missions m
-     set status = 'running', started_at = pg_catalog.now()
-   where m.id in (select m2.id from public.ops_missions m2
-                   where m2.id = any (missions) and m2.status = 'approved'
-                   for update skip locked);
+  -- (Checked first: an UPDATE statement fires the status trigger even when it changes nothing.)
+  if exists (select 1 from public.ops_missions m where m.id = any (missions) and m.status = 'approved') then
+    update public.ops_missions m
+       set status = 'running', started_at = pg_catalog.now()
+     where m.id in (select m2.id from public.ops_missions m2
+                     where m2.id = any (missions) and m2.status = 'approved'
+                     for update skip locked);
+  end if;
   return claimed;
 end;
 $$;

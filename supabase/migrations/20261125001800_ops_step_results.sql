@@ -6,7 +6,8 @@
 -- Limits: output a JSON value of at most 1 MiB (PT400 above); error text is required and kept up to 8,000
 -- characters (longer text is truncated, never refused, so a failure report cannot itself fail on length).
 
--- Mission row first, then the step (see 20261125001700_ops_finalize_mission.sql for the lock order).
+-- Mission row first, then the step (see 20261125001700_ops_finalize_mission.sql for the lock order). The
+-- first report on a claimed step also moves an approved mission to running if the claim could not.
 create or replace function ops_internal.lock_step(step_id bigint, attempt integer)
 returns public.ops_mission_steps
 language plpgsql
@@ -15,6 +16,7 @@ as $$
 #variable_conflict use_column
 declare
   owner_mission bigint;
+  mission_status text;
   step public.ops_mission_steps;
 begin
   if lock_step.step_id is null then
@@ -27,7 +29,12 @@ begin
   if not found then
     perform ops_internal.not_found(pg_catalog.format('step %s not found', lock_step.step_id));
   end if;
-  perform 1 from public.ops_missions m where m.id = owner_mission for update;
+  select m.status into mission_status from public.ops_missions m where m.id = owner_mission for update;
+  if mission_status = 'approved' then
+    -- A report means the step was claimed: the mission runs even if its claim skipped the mission row.
+    update public.ops_missions m set status = 'running', started_at = coalesce(m.started_at, pg_catalog.now())
+     where m.id = owner_mission;
+  end if;
   select s.* into step from public.ops_mission_steps s where s.id = lock_step.step_id for update;
   return step;
 end;
@@ -46,7 +53,7 @@ begin
 end;
 $$;
 
--- The first report on a claimed step moves an approved mission to running if the claim could not.
+-- Recovery and release move an approved mission to running if the claim could not.
 create or replace function ops_internal.mark_mission_running(mission_id bigint)
 returns void
 language sql
@@ -66,6 +73,11 @@ as $$
 declare
   promoted integer;
 begin
+  -- Most completions have nothing to promote; an UPDATE would still fire the status trigger.
+  if not exists (select 1 from public.ops_mission_steps s
+                  where s.mission_id = promote_steps.mission_id and s.status = 'pending') then
+    return 0;
+  end if;
   update public.ops_mission_steps s
      set status = 'queued', run_after = pg_catalog.now()
    where s.mission_id = promote_steps.mission_id
@@ -131,7 +143,6 @@ begin
   update public.ops_mission_steps s
      set status = 'succeeded', output = result_output, finished_at = pg_catalog.now(), lease_expires_at = null
    where s.id = step.id;
-  perform ops_internal.mark_mission_running(step.mission_id);
   perform ops_internal.promote_steps(step.mission_id);
   mission := ops_internal.finalize_mission(step.mission_id);
   return pg_catalog.jsonb_build_object('step_id', step.id, 'attempt', step.attempt, 'status', 'succeeded',
@@ -168,7 +179,6 @@ begin
   if step.status <> 'running' or step.attempt <> ops_fail_step.attempt then
     perform ops_internal.stale_attempt(step, ops_fail_step.attempt);
   end if;
-  perform ops_internal.mark_mission_running(step.mission_id);
 
   if coalesce(ops_fail_step.retryable, true) and step.attempt < step.max_attempts then
     update public.ops_mission_steps s

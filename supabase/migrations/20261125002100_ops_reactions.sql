@@ -1,8 +1,9 @@
 -- Reactions: events matched against policy reaction_matrix, queued, and turned into proposals by the
 -- heartbeat through ops_create_proposal (seed pitfall 7: reactions pass the same gates as everything else).
 --
--- Matching happens in an AFTER INSERT trigger on ops_agent_events, so each new event is matched exactly
--- once, in the transaction that wrote it, and the cost grows with new events, never with history.
+-- Matching happens in an AFTER INSERT trigger on ops_agent_events (statement-level, over the inserted rows),
+-- so each new event is matched exactly once, in the transaction that wrote it, and the cost grows with new
+-- events, never with history; with no patterns it costs one policy read per statement.
 -- A pattern matches when its source is '*' or the event's agent, and every one of its tags is on the event.
 -- Then the probability is rolled (the roll is stored) and the cooldown checked per (pattern, target, type)
 -- under an advisory lock, so concurrent events cannot both slip through one cooldown.
@@ -15,44 +16,46 @@ set search_path = ''
 as $$
 declare
   matrix jsonb;
+  event record;
   candidate jsonb;
   pattern_key text;
   roll double precision;
 begin
-  if new.type like 'reaction:%' then
-    return null;
-  end if;
   select p.value into matrix from public.ops_policy p where p.key = 'reaction_matrix';
-  if matrix is null or coalesce((matrix ->> 'enabled')::boolean, true) is false then
-    return null;
-  end if;
   -- ops_set_policy validates the matrix; these type checks only keep a value written around it from
-  -- breaking every state change (this hook runs on each event insert).
-  if pg_catalog.jsonb_typeof(matrix -> 'patterns') is distinct from 'array' then
+  -- breaking every state change (this hook runs with each statement that writes events).
+  if matrix is null or coalesce((matrix ->> 'enabled')::boolean, true) is false
+     or pg_catalog.jsonb_typeof(matrix -> 'patterns') is distinct from 'array'
+     or pg_catalog.jsonb_array_length(matrix -> 'patterns') = 0 then
     return null;
   end if;
-  for candidate in select e from pg_catalog.jsonb_array_elements(matrix -> 'patterns') as e loop
-    continue when pg_catalog.jsonb_typeof(candidate) <> 'object'
-      or pg_catalog.jsonb_typeof(candidate -> 'tags') is distinct from 'array'
-      or pg_catalog.jsonb_typeof(candidate -> 'probability') is distinct from 'number'
-      or pg_catalog.jsonb_typeof(candidate -> 'cooldown') is distinct from 'number'
-      or candidate ->> 'target' is null or candidate ->> 'type' is null;
-    continue when not (candidate ->> 'source' = '*' or candidate ->> 'source' = new.agent_id);
-    continue when not (new.tags @> array(select pg_catalog.jsonb_array_elements_text(candidate -> 'tags')));
-    roll := pg_catalog.random();
-    continue when roll >= (candidate ->> 'probability')::double precision;
-    pattern_key := coalesce(candidate ->> 'name', 'pattern_' || pg_catalog.left(pg_catalog.md5(candidate::text), 10));
-    perform ops_internal.lock(pg_catalog.format('reaction_cooldown:%s:%s:%s', pattern_key, candidate ->> 'target',
-      candidate ->> 'type'));
-    continue when exists (
-      select 1 from public.ops_agent_reactions r
-       where r.pattern = pattern_key and r.target_agent = candidate ->> 'target' and r.reaction_type = candidate ->> 'type'
-         and r.created_at > pg_catalog.now() - pg_catalog.make_interval(mins => (candidate ->> 'cooldown')::integer));
-    insert into public.ops_agent_reactions
-      (event_id, pattern, source_agent, target_agent, reaction_type, step_kind, title, payload, probability, roll)
-    values (new.id, pattern_key, new.agent_id, candidate ->> 'target', candidate ->> 'type',
-            coalesce(candidate ->> 'step_kind', candidate ->> 'type'), candidate ->> 'title',
-            coalesce(candidate -> 'payload', '{}'::jsonb), (candidate ->> 'probability')::double precision, roll);
+  for event in
+    select e.id, e.agent_id, e.tags from ops_internal_new_events e where e.type not like 'reaction:%' order by e.id
+  loop
+    for candidate in select p from pg_catalog.jsonb_array_elements(matrix -> 'patterns') as p loop
+      continue when pg_catalog.jsonb_typeof(candidate) <> 'object'
+        or pg_catalog.jsonb_typeof(candidate -> 'tags') is distinct from 'array'
+        or pg_catalog.jsonb_typeof(candidate -> 'probability') is distinct from 'number'
+        or pg_catalog.jsonb_typeof(candidate -> 'cooldown') is distinct from 'number'
+        or candidate ->> 'target' is null or candidate ->> 'type' is null;
+      continue when not (candidate ->> 'source' = '*' or candidate ->> 'source' = event.agent_id);
+      continue when not (event.tags @> array(select pg_catalog.jsonb_array_elements_text(candidate -> 'tags')));
+      roll := pg_catalog.random();
+      continue when roll >= (candidate ->> 'probability')::double precision;
+      pattern_key := coalesce(candidate ->> 'name', 'pattern_' || pg_catalog.left(pg_catalog.md5(candidate::text), 10));
+      perform ops_internal.lock(pg_catalog.format('reaction_cooldown:%s:%s:%s', pattern_key, candidate ->> 'target',
+        candidate ->> 'type'));
+      continue when exists (
+        select 1 from public.ops_agent_reactions r
+         where r.pattern = pattern_key and r.target_agent = candidate ->> 'target'
+           and r.reaction_type = candidate ->> 'type'
+           and r.created_at > pg_catalog.now() - pg_catalog.make_interval(mins => (candidate ->> 'cooldown')::integer));
+      insert into public.ops_agent_reactions
+        (event_id, pattern, source_agent, target_agent, reaction_type, step_kind, title, payload, probability, roll)
+      values (event.id, pattern_key, event.agent_id, candidate ->> 'target', candidate ->> 'type',
+              coalesce(candidate ->> 'step_kind', candidate ->> 'type'), candidate ->> 'title',
+              coalesce(candidate -> 'payload', '{}'::jsonb), (candidate ->> 'probability')::double precision, roll);
+    end loop;
   end loop;
   return null;
 end;
@@ -60,7 +63,8 @@ $$;
 
 create trigger ops_agent_events_match_reactions
   after insert on public.ops_agent_events
-  for each row execute function ops_internal.match_reactions();
+  referencing new table as ops_internal_new_events
+  for each statement execute function ops_internal.match_reactions();
 
 select ops_internal.revoke_api_execute();
 

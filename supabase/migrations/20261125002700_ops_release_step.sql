@@ -27,7 +27,6 @@ begin
   if step.max_attempts >= 100 then
     perform ops_internal.conflict(pg_catalog.format('step %s cannot be released: it has used 100 attempts', step.id));
   end if;
-  perform ops_internal.mark_mission_running(step.mission_id);
   update public.ops_mission_steps s
      set status = 'queued', last_error = why, run_after = pg_catalog.now(), max_attempts = s.max_attempts + 1,
          reserved_by = null, reserved_at = null, heartbeat_at = null, lease_expires_at = null

@@ -1,0 +1,166 @@
+"""P1 — throughput of the whole step cycle against the raw Postgres ceiling, in the same run.
+
+agent-ops: missions of three sequential `noop` steps, worked by N real `vps-worker` processes on the direct
+transport. Each step costs a claim, the executor, a fenced completion, its status events, dependency
+promotion and, for the last step, mission finalization. Measured as completed steps per second over a
+window after start-up.
+
+Raw ceiling: pgbench (the PostgreSQL client tools) running the bare minimum a queue needs — a `FOR UPDATE
+SKIP LOCKED` claim of one row and its completion — on a plain table, with the same number of clients.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from bench.common import (
+    Processes,
+    agent_ops_database,
+    progress,
+    rate_over_window,
+    scalar,
+    scratch_database,
+    server,
+    worker_argv,
+)
+
+RAW_SCRIPT = Path(__file__).with_name("raw_claim_complete.sql")
+THREE_NOOPS = '[{"kind": "noop"}, {"kind": "noop"}, {"kind": "noop"}]'
+
+
+def pgbench(url: str, script: Path, clients: int, seconds: float) -> float:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    tool = server().binaries.tool("pgbench")
+    result = subprocess.run(
+        [
+            tool,
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            str(clients),
+            "-T",
+            str(int(seconds)),
+            "-f",
+            str(script),
+            "-h",
+            str(info["host"]),
+            "-p",
+            str(info["port"]),
+            "-U",
+            str(info["user"]),
+            str(info["dbname"]),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 120,
+    )
+    match = re.search(r"tps = ([0-9.]+)", result.stdout)
+    if not match:
+        raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
+    return float(match.group(1))
+
+
+def raw_ceiling(clients: int, seconds: float, rows: int = 400_000) -> float:
+    """Jobs per second of the bare claim + complete on a plain table."""
+    with scratch_database("bench_raw") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "create table jobs (id bigint generated always as identity primary key, status text not null, "
+                "payload jsonb not null default '{}', locked_by text, locked_at timestamptz, finished_at timestamptz)"
+            )
+            conn.execute("create index jobs_queued on jobs (id) where status = 'queued'")
+            conn.execute("insert into jobs (status) select 'queued' from generate_series(1, %s)", (rows,))
+            conn.execute("vacuum analyze jobs")
+        return pgbench(url, RAW_SCRIPT, clients, seconds)
+
+
+def build_template(missions: int) -> str:
+    """A migrated database full of queued 3-step noop missions; returns its name (a template to clone)."""
+    local = server()
+    name = f"bench_p1_tmpl_{missions}"
+    admin = local.url("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if scalar(conn, "select count(*) from pg_database where datname = %s", (name,)):
+            return name
+        conn.execute(f'create database "{name}"'.encode())
+    url = local.url(name)
+    agent_ops_database(
+        url,
+        policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]},
+                "worker_policy": {"lease_seconds": 120, "max_attempts": 3}},
+        drop_keys=("daily_proposal_limit", "max_active_missions"),
+    )  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "select public.ops_create_proposal(jsonb_build_object('agent_id', 'bench', 'title', 'mission ' || g,"
+            " 'steps', %s::jsonb)) from generate_series(1, %s) g",
+            (THREE_NOOPS, missions),
+        )
+        conn.execute("vacuum analyze")
+    return name
+
+
+def drop_template(name: str) -> None:
+    with psycopg.connect(server().url("postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)'.encode())
+
+
+def agent_ops_throughput(template: str, workers: int, concurrency: int, seconds: float) -> float:
+    """Steps per second with `workers` vps-worker processes, each running up to `concurrency` steps."""
+    with scratch_database("bench_p1", template=template) as url:
+        with Processes(f"p1-w{workers}-c{concurrency}") as children:
+            for n in range(workers):
+                children.start(
+                    worker_argv(
+                        "--kinds",
+                        "noop",
+                        "--concurrency",
+                        str(concurrency),
+                        "--poll-min",
+                        "0.05",
+                        "--poll-max",
+                        "0.2",
+                        "--worker-id",
+                        f"bench-{n}",
+                    ),
+                    env={"DATABASE_URL": url},
+                )
+            with psycopg.connect(url, autocommit=True) as conn:
+                rate = rate_over_window(
+                    lambda: int(scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded'")),
+                    seconds,
+                )
+        return rate
+
+
+def run(seconds: float = 8.0, clients: tuple[int, ...] = (1, 2, 4)) -> dict[str, object]:
+    progress("P1: building a database of 6,000 queued 3-step missions")
+    template = build_template(6000)
+    rows: list[dict[str, object]] = []
+    try:
+        for n in clients:
+            progress(f"P1: raw SKIP LOCKED ceiling with {n} pgbench client(s)")
+            ceiling = raw_ceiling(n, seconds)
+            progress(f"P1: agent-ops with {n} worker process(es), one step at a time")
+            single = agent_ops_throughput(template, n, 1, seconds)
+            progress(f"P1: agent-ops with {n} worker process(es), batch claims of up to 16")
+            batch = agent_ops_throughput(template, n, 16, seconds)
+            rows.append(
+                {
+                    "workers": n,
+                    "raw_jobs_per_s": ceiling,
+                    "steps_per_s": single,
+                    "ratio": single / ceiling,
+                    "batch_steps_per_s": batch,
+                    "batch_ratio": batch / ceiling,
+                }
+            )
+    finally:
+        drop_template(template)
+    return {"rows": rows}
