@@ -1,6 +1,6 @@
 -- ops_heartbeat: all tasks, one audit row, errors isolated, kill switch; retention pruning in batches.
 begin;
-select plan(14);
+select plan(16);
 
 select public.ops_create_proposal('{"agent_id": "brain", "title": "hb", "steps": [{"kind": "crawl"}]}');
 select public.ops_claim_next_step('w', array['crawl']);
@@ -40,6 +40,12 @@ insert into public.ops_agent_events (type, created_at) select 'test:old', now() 
 select public.ops_set_policy('retention', '{"events_days": 30, "batch_size": 3}', 'test');
 select is((ops_internal.prune_history() ->> 'events')::int, 3, 'at most one batch per run');
 select is((select count(*)::int from public.ops_agent_events where type = 'test:old'), 2, 'oldest first, newer history kept');
+
+-- Retention reads prunable rows by age through partial indexes, so its cost does not grow with history.
+select has_index('public', 'ops_mission_proposals', 'ops_mission_proposals_rejected_idx', array['decided_at'],
+  'rejected proposals are found by decision age');
+select has_index('public', 'ops_agent_reactions', 'ops_agent_reactions_processed_idx', array['processed_at'],
+  'processed reactions are found by age');
 
 select * from finish();
 rollback;
