@@ -2,11 +2,15 @@
 
 agent-ops: missions of three sequential `noop` steps, worked by N real `vps-worker` processes on the direct
 transport. Each step costs a claim, the executor, a fenced completion, its status events, dependency
-promotion and, for the last step, mission finalization. Measured as completed steps per second over a
-window after start-up.
+promotion and, for the last step, mission finalization. Measured as the rate at which a backlog of 3,000
+missions (9,000 steps) drains, from the first completion to the last, so every mission starts, runs its
+three steps and is finalized inside the figure.
 
 Raw ceiling: pgbench (the PostgreSQL client tools) running the bare minimum a queue needs — a `FOR UPDATE
 SKIP LOCKED` claim of one row and its completion — on a plain table, with the same number of clients.
+
+Between the two, to show where the gap is: pgbench calling `ops_claim_next_step` and `ops_complete_step`
+itself (bench/ops_claim_complete.sql) — the agent-ops SQL with no Python in the loop — on the same backlog.
 """
 
 from __future__ import annotations
@@ -21,19 +25,27 @@ from bench.common import (
     Processes,
     agent_ops_database,
     progress,
-    rate_over_window,
     scalar,
     scratch_database,
     server,
+    wait_until,
     worker_argv,
 )
 
 RAW_SCRIPT = Path(__file__).with_name("raw_claim_complete.sql")
+OPS_SCRIPT = Path(__file__).with_name("ops_claim_complete.sql")
 THREE_NOOPS = '[{"kind": "noop"}, {"kind": "noop"}, {"kind": "noop"}]'
+MISSIONS = 3000
+UNFINISHED = "select count(*) from public.ops_mission_steps where status in ('pending', 'queued', 'running')"
+DRAINED = (
+    b"select count(*), min(finished_at), max(finished_at) from public.ops_mission_steps where status = 'succeeded'"
+)
 
 
-def pgbench(url: str, script: Path, clients: int, seconds: float) -> float:
+def pgbench(url: str, script: Path, clients: int, seconds: float = 0, transactions: int = 0) -> float:
+    """Transactions per second of `script`, run for `seconds` or `transactions` per client."""
     info = psycopg.conninfo.conninfo_to_dict(url)
+    length = ["-t", str(transactions)] if transactions else ["-T", str(int(seconds))]
     tool = server().binaries.tool("pgbench")
     result = subprocess.run(
         [
@@ -43,8 +55,7 @@ def pgbench(url: str, script: Path, clients: int, seconds: float) -> float:
             str(clients),
             "-j",
             str(clients),
-            "-T",
-            str(int(seconds)),
+            *length,
             "-f",
             str(script),
             "-h",
@@ -58,7 +69,7 @@ def pgbench(url: str, script: Path, clients: int, seconds: float) -> float:
         capture_output=True,
         text=True,
         check=True,
-        timeout=seconds + 120,
+        timeout=seconds + 600,
     )
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     if not match:
@@ -111,7 +122,7 @@ def drop_template(name: str) -> None:
         conn.execute(f'drop database if exists "{name}" with (force)'.encode())
 
 
-def agent_ops_throughput(template: str, workers: int, concurrency: int, seconds: float) -> float:
+def agent_ops_throughput(template: str, workers: int, concurrency: int) -> float:
     """Steps per second with `workers` vps-worker processes, each running up to `concurrency` steps."""
     with scratch_database("bench_p1", template=template) as url:
         with Processes(f"p1-w{workers}-c{concurrency}") as children:
@@ -131,30 +142,48 @@ def agent_ops_throughput(template: str, workers: int, concurrency: int, seconds:
                     ),
                     env={"DATABASE_URL": url},
                 )
-            with psycopg.connect(url, autocommit=True) as conn:
-                rate = rate_over_window(
-                    lambda: int(scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded'")),
-                    seconds,
-                )
-        return rate
+            wait_until(lambda: scalar(url, UNFINISHED) == 0, 600, "the backlog draining")
+        return drain_rate(url)
+
+
+def ops_sql_throughput(template: str, clients: int) -> float:
+    """Steps per second of the agent-ops SQL alone: pgbench calling the claim and complete functions."""
+    with scratch_database("bench_p1_sql", template=template) as url:
+        # Claims that find nothing (the rest of the backlog waits on running steps) are cheap no-ops: spare
+        # transactions let the backlog drain.
+        pgbench(url, OPS_SCRIPT, clients, transactions=MISSIONS * 3 * 6 // 5 // clients)
+        return drain_rate(url)
+
+
+def drain_rate(url: str) -> float:
+    """Steps per second from the first completion to the last (worker start-up is not in the figure)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        done, first, last = conn.execute(DRAINED).fetchone() or (0, None, None)
+    if not done or first is None or last is None or last <= first:
+        raise RuntimeError(f"no backlog was worked ({done} steps succeeded)")
+    return float(done) / float((last - first).total_seconds())
 
 
 def run(seconds: float = 8.0, clients: tuple[int, ...] = (1, 2, 4)) -> dict[str, object]:
-    progress("P1: building a database of 6,000 queued 3-step missions")
-    template = build_template(6000)
+    progress(f"P1: building a backlog of {MISSIONS:,} queued 3-step missions")
+    template = build_template(MISSIONS)
     rows: list[dict[str, object]] = []
     try:
         for n in clients:
             progress(f"P1: raw SKIP LOCKED ceiling with {n} pgbench client(s)")
             ceiling = raw_ceiling(n, seconds)
+            progress(f"P1: agent-ops SQL alone, {n} pgbench client(s) calling claim + complete")
+            sql_only = ops_sql_throughput(template, n)
             progress(f"P1: agent-ops with {n} worker process(es), one step at a time")
-            single = agent_ops_throughput(template, n, 1, seconds)
+            single = agent_ops_throughput(template, n, 1)
             progress(f"P1: agent-ops with {n} worker process(es), batch claims of up to 16")
-            batch = agent_ops_throughput(template, n, 16, seconds)
+            batch = agent_ops_throughput(template, n, 16)
             rows.append(
                 {
                     "workers": n,
                     "raw_jobs_per_s": ceiling,
+                    "sql_steps_per_s": sql_only,
+                    "sql_ratio": sql_only / ceiling,
                     "steps_per_s": single,
                     "ratio": single / ceiling,
                     "batch_steps_per_s": batch,

@@ -1,0 +1,80 @@
+"""P4 — what one `ops_heartbeat()` costs after 1,000 new events, on an empty history and on a long one.
+
+Both databases get the seed's 8 trigger rules enabled (no skip probability) and the reaction matrix on, so
+every heartbeat evaluates every rule, fires the due ones through ops_create_proposal and turns queued
+reactions into proposals. The long history — 1,000,000 events and 100,000 finished 3-step missions — is
+written in bulk (generate_series, status triggers off) over the 30 days before the longest trigger lookback,
+inside the retention window: the steady state of a deployment whose retention has caught up.
+
+Each round inserts 1,000 new events in one statement (tweet metrics and posts, failed missions, published
+content, promoted insights, step results: what the rules and patterns look for), marks every rule due again,
+and times one heartbeat from the client. The figure is the median of the rounds; the ratio is long / empty.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from bench.common import agent_ops_database, median, progress, scalar, scratch_database, write_history
+
+ROUNDS = 5
+
+PREPARE = """
+update public.ops_trigger_rules set enabled = true, skip_probability = 0;
+update public.ops_policy set value = jsonb_set(value, '{enabled}', 'true') where key = 'reaction_matrix';
+delete from public.ops_policy where key = 'max_active_missions';
+update public.ops_policy set value = '{"limit": 100000}' where key = 'daily_proposal_limit';
+"""
+
+NEW_EVENTS = """
+insert into public.ops_agent_events (type, agent_id, source, tags, title, payload)
+select k.type, case when k.type = 'tweet:posted' then 'twitter-alt' else 'agent-' || g % 50 end, 'bench',
+       array[k.type, split_part(k.type, ':', 1), split_part(k.type, ':', 2)], k.type || ' ' || g,
+       jsonb_build_object('n', g, 'engagement_rate', random() / 10, 'tweet_id', g)
+  from generate_series(1, 1000) g
+ cross join lateral (select (array['tweet:metrics', 'tweet:posted', 'mission:failed', 'content:published',
+                                   'insight:promoted', 'step:succeeded'])[g % 6 + 1] as type) k;
+update public.ops_trigger_rules set next_due_at = null, last_evaluated_at = null;
+"""
+
+
+def heartbeat_seconds(url: str, history: bool) -> tuple[float, list[float]]:
+    """Median seconds of one heartbeat after 1,000 new events, and every round's figure."""
+    agent_ops_database(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PREPARE.encode())
+        if history:
+            progress("P4: writing 1,000,000 historical events and 100,000 finished missions")
+            write_history(conn, missions=100_000, events=1_000_000)
+        conn.execute(b"vacuum analyze")
+        scalar(conn, "select public.ops_heartbeat()")  # warm-up: plans cached, first firings done
+        rounds = []
+        for _ in range(ROUNDS):
+            conn.execute(NEW_EVENTS.encode())
+            started = time.perf_counter()
+            result = scalar(conn, "select public.ops_heartbeat()")
+            rounds.append(time.perf_counter() - started)
+            if not result.get("ok"):
+                raise RuntimeError(f"heartbeat reported errors: {result.get('errors')}")
+        return median(rounds), rounds
+
+
+def run() -> dict[str, object]:
+    progress("P4: heartbeat after 1,000 new events, empty history")
+    with scratch_database("bench_p4_empty") as url:
+        empty, empty_rounds = heartbeat_seconds(url, history=False)
+    progress("P4: heartbeat after 1,000 new events, long history")
+    with scratch_database("bench_p4_history") as url:
+        events = None
+        long, long_rounds = heartbeat_seconds(url, history=True)
+        events = int(scalar(url, "select count(*) from public.ops_agent_events"))
+    return {
+        "empty_ms": empty * 1000,
+        "history_ms": long * 1000,
+        "ratio": long / empty,
+        "history_events": events,
+        "rounds_empty_ms": [r * 1000 for r in empty_rounds],
+        "rounds_history_ms": [r * 1000 for r in long_rounds],
+    }
