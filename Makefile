@@ -7,11 +7,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 AGENT_OPS := $(BIN)/agent-ops
 
-.PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest stop clean
+.PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest bench chaos chaos-short stop clean
 
 help:
 	@echo "make run    set up, start the embedded Postgres, migrate, and run the live loop (DEMO_SECONDS=N to stop)"
-	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks)"
+	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks), the short chaos suite"
+	@echo "make bench  P1-P7 benchmarks against the raw Postgres ceiling and peers (about 6 minutes)"
+	@echo "make chaos  the full chaos suite R1-R6 (make chaos-short: the form make test runs)"
 	@echo "make stop   stop the embedded Postgres"
 
 setup: system-deps $(VENV)/.installed node_modules/.installed
@@ -56,7 +58,22 @@ pgtap: db
 pytest: db
 	$(BIN)/pytest
 
-test: lint typecheck pgtap pytest
+test: lint typecheck pgtap pytest chaos-short
+
+# Benchmarks are measurements, not tests: the peers (procrastinate, pgqueuer) come from the `bench` extra.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: db $(VENV)/.bench-installed
+	$(BIN)/python -m bench
+
+# Real worker processes, SIGKILLs, a Postgres restart, races and fuzzing; exits non-zero if an invariant breaks.
+chaos: db
+	$(BIN)/python -m bench.chaos --full
+
+chaos-short: db
+	$(BIN)/python -m bench.chaos --short
 
 stop:
 	@test ! -x $(AGENT_OPS) || $(AGENT_OPS) db stop

@@ -1,0 +1,265 @@
+"""R6 — property-based fuzzing (hypothesis) of every RPC's input.
+
+The RPCs are read from the catalog — every `public.ops_*` function `service_role` may execute — so a new
+RPC is fuzzed without being listed here, and an argument type the fuzzer cannot generate fails the run.
+Each example calls one RPC as `service_role` with named arguments, some omitted when they have defaults,
+drawn from: SQL NULL; arbitrary JSON; near-valid documents (the real keys with good, wrong-typed and
+random values: proposals, steps, events, every policy key); domain words (statuses, kinds, policy keys);
+arbitrary text; ids of rows that exist and of rows that do not; the whole range of the argument's integer
+type. The property: a JSON result, or an error with SQLSTATE PT400 (invalid input), PT404 (not found)
+or PT409 (conflict), and after an error the row count of every ops_* table exactly as before.
+
+Not generated: NUL characters and lone surrogates in text, and integers outside the declared type. Postgres
+refuses those while decoding the call, before any function runs (PostgREST answers 400 for them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
+
+from bench.chaos import ChaosFailure
+from bench.chaos.workload import check, verdict
+from bench.common import agent_ops_database, progress, scratch_database
+
+ALLOWED = {"PT400", "PT404", "PT409"}
+TABLES = ("ops_mission_proposals", "ops_missions", "ops_mission_steps", "ops_agent_events", "ops_agent_reactions",
+          "ops_policy", "ops_trigger_rules", "ops_action_runs")  # fmt: skip
+COUNTS = "select " + ", ".join(f"(select count(*) from public.{t})" for t in TABLES)  # noqa: S608 - constants
+
+RPCS = """
+select p.proname, p.proargnames, p.pronargdefaults,
+       array(select pg_catalog.format_type(a.t, null) from unnest(p.proargtypes) with ordinality a(t, n) order by a.n)
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where n.nspname = 'public' and p.proname like 'ops\\_%' and has_function_privilege('service_role', p.oid, 'execute')
+ order by p.proname
+"""
+
+WORDS = ["", " ", "brain", "growth", "system", "noop", "crawl", "analyze", "write_content", "deploy", "post_tweet",
+         "pending", "accepted", "rejected", "approved", "queued", "running", "succeeded", "failed", "cancelled",
+         "auto_approve", "worker_policy", "daily_proposal_limit", "step_kind_gates", "max_active_missions",
+         "reaction_matrix", "retention", "heartbeat", "worker:crawl", "tweet:posted", "mission:failed", "x" * 65,
+         "Brain", "a b", "-1", "null", "{}", "[]", "'; drop table ops_missions; --"]  # fmt: skip
+
+text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=80)
+texts = st.one_of(st.sampled_from(WORDS), text, st.from_regex(r"[a-z][a-z0-9_:.-]{0,70}", fullmatch=True),
+                  st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=180,
+                          max_size=5000))  # fmt: skip
+ids = st.one_of(st.integers(-3, 60), st.integers(-(2**63), 2**63 - 1))
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), texts,
+                         st.floats(allow_nan=False, allow_infinity=False), ids)  # fmt: skip
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=12
+)
+
+
+def shaped(keys: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """Documents with the real keys (each present or not, good or any JSON) and now and then a foreign key."""
+    optional = {key: st.one_of(good, json_values) for key, good in keys.items()}
+    return st.fixed_dictionaries({}, optional=optional) | st.builds(
+        lambda doc, extra: {**doc, **extra},
+        st.fixed_dictionaries({}, optional=optional),
+        st.dictionaries(texts, json_values, max_size=2),
+    )
+
+
+def near(valid: st.SearchStrategy[dict[str, Any]], keys: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Valid documents, valid ones with one key changed or dropped, and documents merely shaped like them."""
+    names = st.sampled_from(sorted(keys))
+    changed = st.builds(lambda doc, key, value: {**doc, key: value}, valid, names | texts, json_values)
+    dropped = st.builds(lambda doc, key: {k: v for k, v in doc.items() if k != key}, valid, names)
+    return st.one_of(valid, valid, changed, dropped, shaped(keys))
+
+
+def objects(values: st.SearchStrategy[Any] = json_values, size: int = 3) -> st.SearchStrategy[dict[str, Any]]:
+    return st.dictionaries(texts, values, max_size=size)
+
+
+agent_ids = st.from_regex(r"[a-z0-9][a-z0-9_.:-]{0,20}", fullmatch=True)
+titles = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=200)
+good_kinds = st.sampled_from(["noop", "crawl", "analyze", "write_content", "draft_tweet"])
+kinds = good_kinds | st.sampled_from(["deploy", "post_tweet", "Bad Kind", ""]) | texts
+STEP_KEYS = {"kind": kinds, "payload": objects(), "depends_on": st.lists(st.integers(-2, 60), max_size=4)}
+steps = st.lists(
+    near(st.fixed_dictionaries({"kind": good_kinds}, optional={"payload": objects()}), STEP_KEYS),
+    min_size=0,
+    max_size=55,
+)
+PROPOSAL_KEYS = {
+    "agent_id": agent_ids | texts, "title": titles | texts, "steps": steps,
+    "source": st.sampled_from(["api", "agent", "human", "trigger", "bad"]), "description": texts,
+    "dedupe_key": texts, "metadata": objects(),
+}  # fmt: skip
+proposals = near(
+    st.fixed_dictionaries(
+        {"agent_id": agent_ids, "title": titles,
+         "steps": st.lists(st.fixed_dictionaries({"kind": good_kinds}, optional={"payload": objects()}),
+                           min_size=1, max_size=4)},
+        optional={"description": titles, "dedupe_key": agent_ids, "metadata": objects(size=2)},
+    ),
+    PROPOSAL_KEYS,
+)  # fmt: skip
+EVENT_KEYS = {
+    "type": st.sampled_from(["tweet:posted", "content:published", "mission:failed", "bad", "x:"]) | texts,
+    "agent_id": agent_ids | texts, "source": agent_ids | texts, "tags": st.lists(agent_ids | texts, max_size=25),
+    "title": titles | texts, "summary": texts, "payload": objects(), "proposal_id": ids, "mission_id": ids,
+    "step_id": ids,
+}  # fmt: skip
+events = near(
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["tweet:posted", "content:published", "insight:promoted"]), "agent_id": agent_ids},
+        optional={"tags": st.lists(agent_ids, max_size=5), "title": titles, "payload": objects(size=2),
+                  "mission_id": st.integers(1, 30)},
+    ),
+    EVENT_KEYS,
+)  # fmt: skip
+counts = st.integers(0, 1000)
+limits = st.one_of(st.integers(-5, 1000), json_values)
+# Each policy key with valid values and, through near(), broken ones.
+POLICIES: dict[str, tuple[dict[str, st.SearchStrategy[Any]], dict[str, st.SearchStrategy[Any]]]] = {
+    "system": ({"enabled": st.booleans()}, {"reason": texts}),
+    "auto_approve": ({"enabled": st.booleans(), "allowed_step_kinds": st.lists(good_kinds, max_size=4)},
+                     {"allowed_sources": st.lists(st.sampled_from(["api", "agent", "trigger"]))}),
+    "daily_proposal_limit": ({"limit": counts}, {"per_agent": st.dictionaries(agent_ids, counts, max_size=2)}),
+    "max_active_missions": ({"limit": counts}, {}),
+    "worker_policy": ({}, {"lease_seconds": st.integers(1, 86400), "max_attempts": st.integers(1, 100),
+                           "backoff_base_seconds": counts, "backoff_max_seconds": counts,
+                           "circuit_breaker_threshold": st.integers(1, 100)}),
+    "retention": ({}, {"events_days": st.integers(1, 3650), "missions_days": st.integers(1, 3650),
+                       "batch_size": st.integers(1, 100000)}),
+    "heartbeat": ({}, {"triggers_budget_ms": st.integers(1, 60000), "reactions_batch": st.integers(1, 1000)}),
+    "reaction_matrix": ({"enabled": st.booleans()}, {"patterns": st.lists(st.fixed_dictionaries({
+        "source": st.just("*"), "tags": st.lists(agent_ids, max_size=2), "target": agent_ids, "type": agent_ids,
+        "probability": st.floats(0, 1), "cooldown": counts}), max_size=2)}),
+    "worker:crawl": ({"enabled": st.booleans()}, {"reason": titles}),
+}  # fmt: skip
+policy_values = st.one_of(
+    *(near(st.fixed_dictionaries(required, optional=optional), {**required, **optional})
+      for required, optional in POLICIES.values()),
+    st.dictionaries(kinds, shaped({"daily_limit": limits, "enabled": st.booleans()}), max_size=3),
+    json_values,
+)  # fmt: skip
+# ops_set_policy's key and value only make sense together: valid pairs besides the independent draws.
+policy_pairs = st.one_of(
+    *(st.fixed_dictionaries({
+        "key": st.just(key), "value": near(st.fixed_dictionaries(required, optional=optional),
+                                           {**required, **optional}).map(Jsonb),
+        "updated_by": agent_ids})
+      for key, (required, optional) in POLICIES.items()),
+)  # fmt: skip
+
+# JSON arguments by name; any other jsonb argument gets arbitrary JSON.
+JSON_ARGUMENTS: dict[str, st.SearchStrategy[Any]] = {"proposal": proposals, "event": events, "value": policy_values}
+# Whole argument sets for RPCs whose arguments only make sense together.
+WHOLE_CALLS: dict[str, st.SearchStrategy[dict[str, Any]]] = {"ops_set_policy": policy_pairs}
+INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
+
+
+def strategy(name: str, sql_type: str) -> st.SearchStrategy[Any]:
+    """Values for one argument; None is SQL NULL."""
+    if sql_type == "jsonb":
+        document = st.one_of(JSON_ARGUMENTS.get(name, json_values), json_values)
+        return st.none() | document.map(Jsonb)
+    if sql_type in INT_RANGES:
+        low, high = INT_RANGES[sql_type]
+        return st.none() | st.integers(-3, 60) | st.integers(low, high)
+    if sql_type == "text":
+        return st.none() | texts
+    if sql_type == "text[]":
+        return st.none() | st.lists(st.none() | texts, max_size=20)
+    if sql_type == "boolean":
+        return st.none() | st.booleans()
+    raise TypeError(f"the fuzzer cannot generate {sql_type} (argument {name}): add a strategy for it")
+
+
+@dataclass
+class Rpc:
+    name: str
+    arguments: list[tuple[str, str]]
+    defaults: int
+
+    def calls(self) -> st.SearchStrategy[dict[str, Any]]:
+        required = len(self.arguments) - self.defaults
+        fixed = {n: strategy(n, t) for n, t in self.arguments[:required]}
+        optional = {n: strategy(n, t) for n, t in self.arguments[required:]}
+        independent = st.fixed_dictionaries(fixed, optional=optional)
+        return st.one_of(independent, WHOLE_CALLS[self.name]) if self.name in WHOLE_CALLS else independent
+
+    def sql(self, given_args: dict[str, Any]) -> bytes:
+        types = dict(self.arguments)
+        named = ", ".join(f"{name} => %({name})s::{types[name]}" for name in given_args)
+        return f"select public.{self.name}({named})".encode()
+
+
+def seed_rows(url: str) -> None:
+    """Rows for the fuzzed ids to hit: accepted and pending proposals, running and queued steps."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "select public.ops_create_proposal(jsonb_build_object('agent_id', 'fuzz', 'title', 'seed ' || g,"
+            " 'steps', case when g % 3 = 0 then '[{\"kind\": \"deploy_site\"}]'::jsonb"
+            ' else \'[{"kind": "crawl"}, {"kind": "analyze"}]\'::jsonb end)) from generate_series(1, 20) g'
+        )
+        conn.execute("select public.ops_claim_next_step('fuzz-worker', null, 5)")
+
+
+def fuzz(rpc: Rpc, conn: psycopg.Connection, examples: int, derandomize: bool, tally: dict[str, int]) -> None:
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
+              suppress_health_check=list(HealthCheck), print_blob=True)  # fmt: skip
+    @given(rpc.calls())
+    def property_holds(arguments: dict[str, Any]) -> None:
+        before = conn.execute(COUNTS.encode()).fetchone()
+        try:
+            row = conn.execute(rpc.sql(arguments), arguments).fetchone()
+        except psycopg.Error as error:
+            state = error.sqlstate or "none"
+            tally[state] = tally.get(state, 0) + 1
+            if state not in ALLOWED:
+                raise ChaosFailure(f"{rpc.name} raised {state}: {error}") from error
+            if not str(error).strip():
+                raise ChaosFailure(f"{rpc.name} raised {state} without a message") from error
+            after = conn.execute(COUNTS.encode()).fetchone()
+            if before != after:
+                raise ChaosFailure(
+                    f"{rpc.name} failed with {state} but left rows behind: {before} -> {after}"
+                ) from error
+            return
+        tally["ok"] = tally.get("ok", 0) + 1
+        if row is None or not isinstance(row[0], (dict, list)):
+            raise ChaosFailure(f"{rpc.name} returned {row!r}")
+        json.dumps(row[0])
+
+    property_holds()
+
+
+def run(examples: int, derandomize: bool = True) -> dict[str, object]:
+    failures: list[str] = []
+    tallies: dict[str, dict[str, int]] = {}
+    with scratch_database("chaos_r6") as url:
+        agent_ops_database(url)
+        seed_rows(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(b"set role service_role")
+            conn.execute(b"set statement_timeout = '15s'")
+            found = [Rpc(name, list(zip(names or [], types, strict=True)), defaults)
+                     for name, names, defaults, types in conn.execute(RPCS.encode()).fetchall()]  # fmt: skip
+            progress(f"R6: fuzzing {len(found)} RPCs, {examples} examples each")
+            for rpc in found:
+                tally = tallies[rpc.name] = {}
+                try:
+                    fuzz(rpc, conn, examples, derandomize, tally)
+                except ChaosFailure as error:
+                    failures.append(str(error).splitlines()[0])
+    totals: dict[str, int] = {}
+    for tally in tallies.values():
+        for state, count in tally.items():
+            totals[state] = totals.get(state, 0) + count
+    check(failures, len(tallies) >= 20, f"only {len(tallies)} RPCs found")
+    figures = {"rpcs": len(tallies), "calls": sum(totals.values()), "outcomes": totals}
+    verdict("R6", failures)
+    return figures
