@@ -362,14 +362,16 @@ class Worker:
                 log.debug("executor raised", exc_info=True)
             outcome = self._report(running, output, error, retryable)
         finally:
+            # The breaker counts this run before the slot frees: otherwise the loop can claim the next step of a
+            # kind that this very failure is about to disable.
+            if outcome in ("succeeded", "failed", "retrying"):
+                self.breaker.record(step.kind, success=outcome == "succeeded", error=error)
             with self._lock:
                 if self._running.get(running.key) is running:
                     del self._running[running.key]
             self.waker.wake()
             took = round((time.monotonic() - running.started) * 1000)
             log.info("step finished", extra={"fields": self._fields(running, duration_ms=took, outcome=outcome)})
-            if outcome in ("succeeded", "failed", "retrying"):
-                self.breaker.record(step.kind, success=outcome == "succeeded", error=error)
 
     def _report(self, running: RunningStep, output: Any, error: str | None, retryable: bool) -> str:
         """Report the result unless the run was lost; returns the outcome for the log line."""
