@@ -2,8 +2,10 @@
 
 One `vps-worker` on the direct transport, idle, with the default poll interval (5-15 s) and the `stamp`
 executor (bench/stamp_executor.py), which returns the wall-clock time it started. The bench process creates
-an auto-approved one-step proposal on its own autocommit connection and takes the time when that call
-returns (the commit has happened by then); the latency is the executor's start minus that moment. Between
+an auto-approved one-step proposal on its own autocommit connection; the latency is the executor's start
+minus the moment that call was sent. The commit lies somewhere inside the call, so this is an upper bound
+(it includes the ~1 ms of the call itself); timing from the call's return instead can go negative, since a
+NOTIFY-woken worker may start before the answer reaches the caller. Between
 samples the worker is left idle for a random 0.3-1.3 s, so proposals land at random points of its wait.
 With LISTEN (the default) the NOTIFY sent at commit wakes the worker; with `--no-listen` it waits for its
 next poll.
@@ -58,11 +60,11 @@ def latencies(listen: bool, samples: int) -> list[float]:
             found: list[float] = []
             for n in range(samples + 1):
                 time.sleep(random.uniform(0.3, 1.3))
+                sent = time.time()
                 mission = scalar(conn, PROPOSE)
-                committed = time.time()
                 wait_until(partial(started, conn, mission), 60, f"the step of mission {mission}", 0.01)
                 if n:  # the first sample also waits for the worker to start up
-                    found.append(float(scalar(conn, STARTED, (mission,))) - committed)
+                    found.append(float(scalar(conn, STARTED, (mission,))) - sent)
                     progress(
                         f"P6 {'LISTEN' if listen else 'poll only'}: sample {n}/{samples}: {found[-1] * 1000:.1f} ms"
                     )
