@@ -29,9 +29,11 @@ from tenacity import (
 from agent_ops.config import Settings
 from agent_ops.errors import TransportError
 from agent_ops.models import (
+    ActionRun,
     ClaimedStep,
     EmittedEvent,
     Event,
+    GatePreview,
     HeartbeatResult,
     Lease,
     Mission,
@@ -229,9 +231,14 @@ class Ops:
     def get_policy(self, key: str) -> Policy:
         return self._one(Policy.from_json, "ops_get_policy", {"key": key}, True)
 
-    def set_policy(self, key: str, value: Mapping[str, Any], updated_by: str) -> Policy:
-        params = {"key": key, "value": dict(value), "updated_by": updated_by}
+    def set_policy(self, key: str, value: Any, updated_by: str) -> Policy:
+        """`value` is any JSON; ops_set_policy validates it for the key (InvalidInput names what is wrong)."""
+        params = {"key": key, "value": dict(value) if isinstance(value, Mapping) else value, "updated_by": updated_by}
         return self._one(Policy.from_json, "ops_set_policy", params, True)
+
+    def policies(self) -> list[Policy]:
+        """Every policy key with its value, in key order."""
+        return [Policy.from_json(p) for p in self.call("ops_list_policy", {}, retry=True)]
 
     # -- reads for status views -------------------------------------------------------------------------------
 
@@ -277,3 +284,12 @@ class Ops:
 
     def status(self) -> Status:
         return self._one(Status.from_json, "ops_status", {}, True)
+
+    def action_runs(self, action: str | None = None, limit: int = 20) -> list[ActionRun]:
+        """Recorded runs (heartbeats, …), newest first."""
+        params = {"action": action, "max_rows": limit}
+        return [ActionRun.from_json(a) for a in self.call("ops_list_action_runs", params, retry=True)]
+
+    def preview_gates(self, proposal_id: int) -> GatePreview:
+        """What approving this pending proposal would meet at the gates now; approval checks again."""
+        return self._one(GatePreview.from_json, "ops_preview_gates", {"proposal_id": proposal_id}, True)

@@ -226,6 +226,30 @@ class Event(_FromJson):
 
 
 @dataclass(frozen=True, slots=True)
+class ActionRun(_FromJson):
+    """One recorded run of a periodic action (`ops_action_runs`), e.g. a heartbeat with its per-task result."""
+
+    id: int
+    action: str
+    status: str
+    started_at: datetime
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration_ms: int | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatePreview(_FromJson):
+    """What the gates would say to a pending proposal now (`passes` is None once it is decided)."""
+
+    proposal_id: int
+    status: str
+    passes: bool | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The health screen: `ops_status()`."""
 

@@ -199,6 +199,9 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.steps()
         ops.events()
         ops.status()
+        ops.policies()
+        ops.action_runs("heartbeat")
+        ops.preview_gates(other.proposal_id)
     assert used <= set(standin.calls), f"not exercised: {sorted(used - set(standin.calls))}"
 
     with Ops(rest_settings(standin, role="anon")) as anon:
@@ -230,6 +233,9 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_list_steps": {},
     "ops_list_events": {},
     "ops_status": {},
+    "ops_list_policy": {},
+    "ops_list_action_runs": {"action": "heartbeat"},
+    "ops_preview_gates": {"proposal_id": 1},
 }
 
 

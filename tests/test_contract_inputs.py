@@ -59,6 +59,10 @@ READ_API = (
     "ops_list_steps",
     "ops_list_events",
     "ops_status",
+    # Added with the ops console (issue 7).
+    "ops_list_policy",
+    "ops_list_action_runs",
+    "ops_preview_gates",
 )
 
 # A column each table has that can be assigned to itself (identity columns cannot).

@@ -11,7 +11,7 @@ insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_
   ('ops_process_reactions'), ('ops_heartbeat'), ('ops_emit_event'), ('ops_set_policy'), ('ops_get_policy'),
   ('ops_release_step');
 insert into reads values ('ops_list_proposals'), ('ops_list_missions'), ('ops_get_mission'), ('ops_list_steps'),
-  ('ops_list_events'), ('ops_status');
+  ('ops_list_events'), ('ops_status'), ('ops_list_policy'), ('ops_list_action_runs'), ('ops_preview_gates');
 
 select set_eq(
   $$select p.proname::text from pg_proc p where p.pronamespace = 'public'::regnamespace$$,
@@ -19,18 +19,18 @@ select set_eq(
   'public holds exactly the ops_* RPC functions');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace),
   (select count(*)::int from rpc) + (select count(*)::int from reads), 'no overloads');
-select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef), 23,
+select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef), 26,
   'every RPC is SECURITY DEFINER');
 select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'), 17,
   'every RPC that writes is VOLATILE (PostgREST runs it read-write)');
-select is((select count(*)::int from pg_proc p join reads on reads.name = p.proname where p.provolatile = 's'), 6,
+select is((select count(*)::int from pg_proc p join reads on reads.name = p.proname where p.provolatile = 's'), 9,
   'the read functions are STABLE');
 select is((select count(*)::int from pg_proc p
             where p.pronamespace in ('public'::regnamespace, 'ops_internal'::regnamespace)
               and not coalesce('search_path=""' = any (p.proconfig), false)), 0,
   'every function sets search_path to empty');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
-            and has_function_privilege('service_role', p.oid, 'execute')), 23, 'service_role may execute every RPC');
+            and has_function_privilege('service_role', p.oid, 'execute')), 26, 'service_role may execute every RPC');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
             and (has_function_privilege('anon', p.oid, 'execute')
                or has_function_privilege('authenticated', p.oid, 'execute'))), 0,
