@@ -28,6 +28,10 @@ def test_the_wheel_carries_the_schema_and_both_packages(tmp_path: Path) -> None:
     assert migrations <= names
     assert "agent_ops/_supabase/seed.sql" in names
     assert {"agent_ops/sql/local_supabase.sql", "agent_ops/py.typed", "vps_worker/worker.py"} <= names
+    console = ROOT / "agent_ops" / "console"
+    assets = {f"agent_ops/console/{p.relative_to(console)}" for p in console.glob("*/*.*") if p.suffix != ".pyc"}
+    assert any(a.endswith(".html") for a in assets)
+    assert assets <= names, "the console's templates and static files ship in the wheel"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "agent-ops = agent_ops.cli:main" in scripts

@@ -69,13 +69,17 @@ def _heartbeat(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only the serve command needs the ASGI server
 
+    from agent_ops.console import ConsoleAccess  # noqa: PLC0415
     from agent_ops.server import create_app  # noqa: PLC0415
 
     plugins = load_plugins(args.plugins or [])
     with open_ops(args) as ops:
         if ops.settings.ops_key is None:
             note("warning: OPS_KEY is not set, so /api/ops/heartbeat answers 503 until it is")
+        if not ConsoleAccess.from_settings(ops.settings).open:
+            note("warning: neither CONSOLE_KEY nor OPS_KEY is set, so the console stays closed (503)")
         note(f"serving on http://{args.host}:{args.port} (heartbeat: /api/ops/heartbeat, health: /healthz)")
+        note(f"console: http://{args.host}:{args.port}/console/ (sign in with CONSOLE_KEY, else OPS_KEY)")
         uvicorn.run(create_app(ops, plugins), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -97,7 +101,7 @@ def register(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         parents=[common],
-        help="HTTP service: /api/ops/heartbeat (Bearer OPS_KEY) and /healthz",
+        help="HTTP service: the ops console (/console/), /api/ops/heartbeat (Bearer OPS_KEY) and /healthz",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)

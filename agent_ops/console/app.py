@@ -1,0 +1,459 @@
+"""The ops console's pages and form actions (mounted at /console by `agent-ops serve`).
+
+Server-rendered Jinja2 with autoescaping; a small script (static/console.js) adds in-place results for the
+proposal buttons, live events and mission refresh, and every page works without it. Every page and action
+needs a session (see auth.py); every form action checks the session's CSRF token. The console reaches the
+database only through `agent_ops.Ops`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from agent_ops.client import Ops
+from agent_ops.console.auth import NAME, SESSION_COOKIE, ConsoleAccess, Sessions, csrf_token, csrf_valid, operator
+from agent_ops.errors import NotFound, OpsError, TransportError
+from agent_ops.models import GatePreview
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+MISSION_STATUSES = ("approved", "running", "succeeded", "failed", "cancelled")
+# Scripts and styles come only from /console/static: no inline code runs, whatever an event's text holds.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _time(value: datetime | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return "-"
+    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
+    text = (
+        f"{seconds * 1000:.0f} ms"
+        if seconds < 1
+        else f"{seconds:.1f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+    )
+    return text if end is not None else f"{text} so far"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
+
+
+templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("agent_ops.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.filters.update(time=_time, pretty=_json)
+templates.globals.update(duration=_duration)
+
+
+class Console:
+    def __init__(self, ops: Ops, access: ConsoleAccess) -> None:
+        self.ops = ops
+        self.access = access
+        self.sessions = Sessions(access)
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    @staticmethod
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @staticmethod
+    def flash(request: Request, text: str, kind: str = "ok") -> None:
+        request.session.setdefault("flash", []).append({"kind": kind, "text": text})
+
+    async def render(self, request: Request, template: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+        if "system" not in context:
+            try:
+                context["system"] = (await self.call(self.ops.get_policy, "system")).value
+            except NotFound:
+                context["system"] = {"enabled": True}  # no key: the switch is on (ops_internal.system_enabled)
+        base = self.base(request)
+        here = request.url.path[len(base) :] or "/"
+        if request.method != "GET":  # a form's answer (e.g. a refused policy): come back to its page, not the action
+            here = "/" + here.strip("/").split("/")[0]
+        body = templates.get_template(template).render(
+            base=base,
+            csrf=csrf_token(request.session),
+            operator=operator(request.session),
+            flashes=request.session.pop("flash", []),
+            path=request.url.path,
+            here=here,
+            **context,
+        )
+        return HTMLResponse(body, status_code=http_status, headers=SECURITY_HEADERS)
+
+    def closed(self, request: Request) -> HTMLResponse:
+        body = templates.get_template("closed.html").render(base=self.base(request))
+        return HTMLResponse(body, status_code=503, headers=SECURITY_HEADERS)
+
+    def page(self, handler: Handler) -> Handler:
+        """A page or action for signed-in sessions only; database outages become a 503 page."""
+
+        async def guarded(request: Request) -> Response:
+            if not self.access.open:
+                return self.closed(request)
+            if not self.sessions.signed_in(request.session):
+                if request.method == "GET" and not request.headers.get("x-console-fetch"):
+                    query = request.url.query
+                    target = urlencode({"next": request.url.path + (f"?{query}" if query else "")})
+                    return RedirectResponse(f"{self.base(request)}/login?{target}", status_code=303)
+                return JSONResponse({"error": "sign in first"}, status_code=401, headers=SECURITY_HEADERS)
+            try:
+                return await handler(request)
+            except TransportError as error:
+                body = templates.get_template("closed.html").render(base=self.base(request), error=error.message)
+                return HTMLResponse(body, status_code=503, headers=SECURITY_HEADERS)
+
+        return guarded
+
+    def action(self, handler: Callable[[Request, FormData], Awaitable[Response]]) -> Handler:
+        """A form action: signed in, and the form carries this session's CSRF token."""
+
+        async def checked(request: Request) -> Response:
+            form = await request.form()
+            if not csrf_valid(request.session, form.get("csrf")):
+                return HTMLResponse("refused: missing or wrong CSRF token", status_code=403, headers=SECURITY_HEADERS)
+            return await handler(request, form)
+
+        return self.page(checked)
+
+    def back(self, request: Request, path: str) -> RedirectResponse:
+        return RedirectResponse(f"{self.base(request)}{path}", status_code=303)
+
+    @staticmethod
+    def wants_fragment(request: Request) -> bool:
+        return request.headers.get("x-console-fetch") == "1"
+
+    # -- sign in and out --------------------------------------------------------------------------------------
+
+    async def login_page(self, request: Request) -> Response:
+        if not self.access.open:
+            return self.closed(request)
+        if self.sessions.signed_in(request.session):
+            return self.back(request, "/")
+        return self.login_form(request, request.query_params.get("next", ""))
+
+    def login_form(self, request: Request, next_path: str, error: str | None = None, status: int = 200) -> Response:
+        body = templates.get_template("login.html").render(
+            base=self.base(request), csrf=csrf_token(request.session), next=next_path, error=error
+        )
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+    async def login(self, request: Request) -> Response:
+        if not self.access.open:
+            return self.closed(request)
+        form = await request.form()
+        next_path = str(form.get("next", ""))
+        if not csrf_valid(request.session, form.get("csrf")):
+            return self.login_form(request, next_path, "The form expired; try again.", 403)
+        client = request.client.host if request.client else "unknown"
+        wait = self.sessions.wait_before_next_try(client)
+        if wait > 0:
+            return self.login_form(request, next_path, f"Too many wrong keys: try again in {wait:.0f} s.", 429)
+        key, name = str(form.get("key", "")), str(form.get("name", "")).strip()
+        if not self.access.key_matches(key):
+            self.sessions.wrong_key(client)
+            return self.login_form(request, next_path, "Wrong key.", 401)
+        if name and not NAME.match(name):
+            return self.login_form(request, next_path, "Name: up to 60 letters, digits, spaces, _ . @ -", 400)
+        self.sessions.sign_in(request.session, name)
+        target = next_path
+        base = self.base(request)
+        # Only a path inside the console: never an open redirect.
+        if not target.startswith(f"{base}/") or target.startswith("//") or "\\" in target:
+            target = f"{base}/"
+        return RedirectResponse(target, status_code=303)
+
+    async def logout(self, request: Request, form: FormData) -> Response:
+        self.sessions.sign_out(request.session)
+        return self.back(request, "/login")
+
+    # -- pages ------------------------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return self.back(request, "/proposals")
+
+    async def proposals(self, request: Request) -> Response:
+        pending = await self.call(self.ops.pending_proposals, 100)
+        previews = await asyncio.gather(*(self.call(self._preview, p.id) for p in pending))
+        verdicts = {p.id: preview for p, preview in zip(pending, previews, strict=True)}
+        recent = [p for p in await self.call(self.ops.proposals, None, None, 15) if p.status != "pending"][:8]
+        return await self.render(request, "proposals.html", pending=pending, verdicts=verdicts, recent=recent)
+
+    def _preview(self, proposal_id: int) -> GatePreview | None:
+        try:
+            return self.ops.preview_gates(proposal_id)
+        except NotFound:
+            return None  # decided and pruned since the list was read
+
+    async def decide(self, request: Request, form: FormData) -> Response:
+        proposal_id = int(request.path_params["proposal_id"])
+        approving = request.url.path.endswith("/approve")
+        reason = str(form.get("reason", "")).strip()
+        try:
+            if approving:
+                result = await self.call(self.ops.approve, proposal_id, operator(request.session))
+            else:
+                result = await self.call(self.ops.reject, proposal_id, reason, operator(request.session))
+            outcome: dict[str, Any] = {
+                "proposal_id": proposal_id,
+                "status": result.status,
+                "reason": result.reason,
+                "mission_id": result.mission_id,
+                "approving": approving,
+            }
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            outcome = {"proposal_id": proposal_id, "status": "error", "reason": error.message, "approving": approving}
+        if self.wants_fragment(request):
+            body = templates.get_template("_decided.html").render(base=self.base(request), outcome=outcome)
+            return HTMLResponse(body, headers=SECURITY_HEADERS)
+        self.flash(request, _decision_text(outcome), "error" if outcome["status"] == "error" else "ok")
+        return self.back(request, "/proposals")
+
+    async def missions(self, request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        agent = request.query_params.get("agent", "").strip() or None
+        error = None
+        try:
+            missions = await self.call(self.ops.missions, status, agent, 100)
+        except OpsError as failure:
+            if isinstance(failure, TransportError):
+                raise
+            missions, error = [], failure.message
+        return await self.render(
+            request,
+            "missions.html",
+            missions=missions,
+            status=status or "",
+            agent=agent or "",
+            statuses=MISSION_STATUSES,
+            error=error,
+        )
+
+    async def mission(self, request: Request) -> Response:
+        mission_id = int(request.path_params["mission_id"])
+        try:
+            mission = await self.call(self.ops.mission, mission_id)
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            return await self.render(request, "missing.html", http_status=404, message=error.message)
+        events = await self.call(self.ops.events, None, None, None, mission_id, None, 100)
+        return await self.render(request, "mission.html", mission=mission, events=events)
+
+    async def cancel(self, request: Request, form: FormData) -> Response:
+        mission_id = int(request.path_params["mission_id"])
+        given, who = str(form.get("reason", "")).strip(), operator(request.session)
+        reason = f"{given} ({who})" if given else f"cancelled by {who}"
+        try:
+            outcome = await self.call(self.ops.cancel, mission_id, reason)
+            self.flash(request, f"Mission #{mission_id} is {outcome.status}.")
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            self.flash(request, f"Mission #{mission_id} was not cancelled: {error.message}", "error")
+        return self.back(request, f"/missions/{mission_id}")
+
+    def _event_filters(self, request: Request) -> dict[str, str | None]:
+        return {name: request.query_params.get(name, "").strip() or None for name in ("type", "tag", "agent")}
+
+    async def events(self, request: Request) -> Response:
+        filters = self._event_filters(request)
+        error = None
+        try:
+            events = await self.call(
+                self.ops.events, filters["type"], filters["tag"], filters["agent"], None, None, 100
+            )
+        except OpsError as failure:
+            if isinstance(failure, TransportError):
+                raise
+            events, error = [], failure.message
+        return await self.render(
+            request,
+            "events.html",
+            events=events,
+            filters=filters,
+            error=error,
+            last_id=max((e.id for e in events), default=0),
+        )
+
+    async def events_feed(self, request: Request) -> Response:
+        """New events after `after_id`, oldest first, as table rows for the live feed."""
+        filters = self._event_filters(request)
+        try:
+            after = int(request.query_params.get("after_id", "0"))
+        except ValueError:
+            return JSONResponse({"error": "after_id must be an integer"}, status_code=400, headers=SECURITY_HEADERS)
+        try:
+            events = await self.call(
+                self.ops.events, filters["type"], filters["tag"], filters["agent"], None, max(after, 0), 100
+            )
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            return JSONResponse({"error": error.message}, status_code=400, headers=SECURITY_HEADERS)
+        # Newest first, like the table they are put on top of.
+        rows = templates.get_template("_event_rows.html").render(base=self.base(request), events=events[::-1])
+        last = max((e.id for e in events), default=after)
+        return JSONResponse({"last_id": last, "count": len(events), "html": rows}, headers=SECURITY_HEADERS)
+
+    async def policy(self, request: Request) -> Response:
+        return await self.render(
+            request, "policy.html", policies=await self.call(self.ops.policies), errors={}, drafts={}
+        )
+
+    async def save_policy(self, request: Request, form: FormData) -> Response:
+        key = str(request.path_params["key"])
+        text = str(form.get("value", ""))
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            problem = f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        except RecursionError:
+            problem = "not valid JSON: nested too deeply"
+        else:
+            try:
+                await self.call(self.ops.set_policy, key, value, operator(request.session))
+            except OpsError as error:
+                if isinstance(error, TransportError):
+                    raise
+                problem = error.message
+            else:
+                self.flash(request, f"Saved {key}.")
+                return self.back(request, f"/policy#policy-{key}")
+        policies = await self.call(self.ops.policies)
+        if key not in {p.key for p in policies}:  # no editor to show the reason under
+            self.flash(request, f"{key} was not saved: {problem}", "error")
+        return await self.render(
+            request, "policy.html", http_status=400, policies=policies, errors={key: problem}, drafts={key: text}
+        )
+
+    async def switch(self, request: Request, form: FormData) -> Response:
+        """The kill switch from the banner: stop or resume the whole system."""
+        enabled = form.get("enabled") == "true"
+        value: dict[str, Any] = {"enabled": enabled}
+        if not enabled:
+            given = str(form.get("reason", "")).strip()[:400]
+            who = operator(request.session)
+            value["reason"] = f"{given} ({who})" if given else f"stopped by {who}"
+        try:
+            await self.call(self.ops.set_policy, "system", value, operator(request.session))
+            self.flash(request, "System resumed." if enabled else "System stopped: no new proposals, no claims.")
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            self.flash(request, f"The system switch was not changed: {error.message}", "error")
+        target = str(form.get("back", ""))
+        return self.back(request, target if target.startswith("/") and not target.startswith("//") else "/")
+
+    async def health(self, request: Request) -> Response:
+        status = await self.call(self.ops.status)
+        runs = await self.call(self.ops.action_runs, "heartbeat", 20)
+        return await self.render(request, "health.html", status=status, runs=runs)
+
+    async def enable_kind(self, request: Request, form: FormData) -> Response:
+        kind = str(request.path_params["kind"])
+        try:
+            await self.call(self.ops.set_policy, f"worker:{kind}", {"enabled": True}, operator(request.session))
+            self.flash(request, f"{kind} re-enabled: workers claim it again.")
+        except OpsError as error:
+            if isinstance(error, TransportError):
+                raise
+            self.flash(request, f"{kind} was not re-enabled: {error.message}", "error")
+        return self.back(request, "/health")
+
+    # -- the app ----------------------------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        page, action = self.page, self.action
+        routes = [
+            Route("/", page(self.home)),
+            Route("/login", self.login_page, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", action(self.logout), methods=["POST"]),
+            Route("/proposals", page(self.proposals)),
+            Route("/proposals/{proposal_id:int}/approve", action(self.decide), methods=["POST"]),
+            Route("/proposals/{proposal_id:int}/reject", action(self.decide), methods=["POST"]),
+            Route("/missions", page(self.missions)),
+            Route("/missions/{mission_id:int}", page(self.mission)),
+            Route("/missions/{mission_id:int}/cancel", action(self.cancel), methods=["POST"]),
+            Route("/events", page(self.events)),
+            Route("/events/feed", page(self.events_feed)),
+            Route("/policy", page(self.policy)),
+            Route("/policy/{key:str}", action(self.save_policy), methods=["POST"]),
+            Route("/system", action(self.switch), methods=["POST"]),
+            Route("/health", page(self.health)),
+            Route("/kinds/{kind:str}/enable", action(self.enable_kind), methods=["POST"]),
+            Mount("/static", StaticFiles(packages=[("agent_ops.console", "static")]), name="static"),
+        ]
+        session = Middleware(
+            SessionMiddleware,
+            secret_key=self.sessions.secret,
+            session_cookie=SESSION_COOKIE,
+            max_age=math.ceil(self.access.session_seconds),
+            same_site="strict",
+            https_only=self.access.secure_cookie,
+        )
+        return Starlette(routes=routes, middleware=[session])
+
+
+def _decision_text(outcome: dict[str, Any]) -> str:
+    number = f"Proposal #{outcome['proposal_id']}"
+    if outcome["status"] == "error":
+        return f"{number}: {outcome['reason']}"
+    if outcome["status"] == "accepted":
+        return f"{number} approved: mission #{outcome['mission_id']} created."
+    if outcome["approving"]:
+        return f"{number} was rejected by the gates: {outcome['reason']}"
+    return f"{number} rejected: {outcome['reason']}"
+
+
+templates.globals.update(decision_text=_decision_text)
+
+
+def create_console(ops: Ops, access: ConsoleAccess | None = None) -> Starlette:
+    return Console(ops, access or ConsoleAccess.from_settings(ops.settings)).app()

@@ -1,0 +1,546 @@
+"""The ops console over real HTTP (uvicorn in a thread, httpx) against a real database.
+
+Access (key, session, CSRF), escaping, and each page and action reaching the database through agent_ops.
+The browser journey is in test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from agent_ops import Ops, Secret, Settings, step
+from agent_ops.console import ConsoleAccess
+from agent_ops.server import BackgroundServer, create_app
+from tests.conftest import direct_settings
+
+KEY = "console-key-for-tests-only"
+HOSTILE = "<script>alert('owned')</script><img src=x onerror=alert(1)>"
+ESCAPED = "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+PAGES = ("/console/proposals", "/console/missions", "/console/events", "/console/policy", "/console/health")
+
+
+@pytest.fixture
+def ops(db_url: str) -> Iterator[Ops]:
+    with Ops(direct_settings(db_url)) as client:
+        yield client
+
+
+@contextmanager
+def console(ops: Ops, key: str | None = KEY, **access: Any) -> Iterator[httpx.Client]:
+    """The app as `agent-ops serve` builds it, with the console key `key`; a client keeping its cookies."""
+    app = create_app(ops, console=ConsoleAccess(Secret(key) if key else None, **access))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def browser(ops: Ops) -> Iterator[httpx.Client]:
+    with console(ops) as client:
+        yield client
+
+
+def csrf_in(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page carries a CSRF token"
+    return found.group(1)
+
+
+def sign_in(client: httpx.Client, key: str = KEY, name: str = "ada", next_path: str = "") -> httpx.Response:
+    token = csrf_in(client.get("/console/login").text)
+    return client.post("/console/login", data={"csrf": token, "key": key, "name": name, "next": next_path})
+
+
+def signed_in(client: httpx.Client) -> httpx.Client:
+    assert sign_in(client).status_code == 303
+    return client
+
+
+def token(client: httpx.Client, page: str = "/console/proposals") -> str:
+    return csrf_in(client.get(page).text)
+
+
+def pending(ops: Ops, title: str = "Post the launch tweet") -> int:
+    """post_tweet is not auto-approved by the seed policy: the proposal waits for a human."""
+    result = ops.propose("twitter-alt", title, [step("draft_tweet"), step("post_tweet", depends_on=[0])])
+    assert result.status == "pending"
+    return result.proposal_id
+
+
+def proposal_status(conn: psycopg.Connection, proposal_id: int) -> tuple[str, str | None, str | None]:
+    row = conn.execute(
+        "select status, rejection_reason, decided_by from ops_mission_proposals where id = %s", (proposal_id,)
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+# --- access ----------------------------------------------------------------------------------------------------
+
+
+def test_without_a_session_every_page_sends_you_to_sign_in_and_shows_no_data(browser: httpx.Client, ops: Ops) -> None:
+    pending(ops, "Secret plan")
+    for page in (*PAGES, "/console/missions/1", "/console/events/feed?after_id=0"):
+        response = browser.get(page)
+        assert response.status_code == 303, page
+        assert response.headers["location"].startswith("/console/login?next=")
+        assert "Secret plan" not in response.text
+    fetched = browser.get("/console/events/feed?after_id=0", headers={"x-console-fetch": "1"})
+    assert fetched.status_code == 401
+    login = browser.get("/console/login")
+    assert "Secret plan" not in login.text
+    assert 'type="password"' in login.text
+
+
+@pytest.mark.parametrize("key", ["", "wrong-key", KEY + "x", KEY[:-1], KEY.upper()])
+def test_a_wrong_or_missing_key_opens_nothing(browser: httpx.Client, ops: Ops, key: str) -> None:
+    pending(ops, "Secret plan")
+    response = sign_in(browser, key=key)
+    assert response.status_code == 401
+    assert "Wrong key." in response.text
+    assert "Secret plan" not in response.text
+    assert browser.get("/console/proposals").status_code == 303, "still no session"
+
+
+def test_the_right_key_starts_an_httponly_samesite_session(browser: httpx.Client, ops: Ops) -> None:
+    pending(ops, "Visible plan")
+    response = sign_in(browser, next_path="/console/policy")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/policy"
+    cookie = response.headers["set-cookie"].lower()
+    assert "agent_ops_console=" in cookie
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    page = browser.get("/console/proposals")
+    assert page.status_code == 200
+    assert "Visible plan" in page.text
+    assert KEY not in page.text, "the key is never echoed"
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_without_any_key_the_console_is_closed_never_open(ops: Ops, key: str | None) -> None:
+    pending(ops, "Secret plan")
+    with console(ops, key=key) as client:
+        for page in ("/console/login", *PAGES, "/console/events/feed?after_id=0"):
+            response = client.get(page)
+            assert response.status_code == 503, page
+            assert "Secret plan" not in response.text
+        assert client.post("/console/login", data={"key": "", "csrf": ""}).status_code == 503
+
+
+def cookie_of(client: httpx.Client) -> dict[str, str]:
+    value = client.cookies.get("agent_ops_console")
+    assert value
+    return {"cookie": f"agent_ops_console={value}"}
+
+
+def test_sessions_are_signed_per_process_unless_a_session_secret_is_shared(ops: Ops) -> None:
+    """The cookie is not signed with anything derived from the key: an anonymous visitor's cookie cannot be
+    used to test key guesses offline. A shared CONSOLE_SESSION_SECRET carries sessions across processes."""
+    shared = Secret("a-shared-session-secret")
+    with console(ops, key="first-key", session_secret=shared) as first:
+        assert sign_in(first, key="first-key").status_code == 303
+        session = cookie_of(first)
+    with console(ops, key="first-key") as own_secret:
+        assert own_secret.get("/console/proposals", headers=session).status_code == 303
+    with console(ops, key="first-key", session_secret=shared) as restarted:
+        assert restarted.get("/console/proposals", headers=session).status_code == 200
+    with console(ops, key="second-key", session_secret=shared) as rotated:
+        assert rotated.get("/console/proposals", headers=session).status_code == 303, "a new key ends sessions"
+
+
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(browser: httpx.Client) -> None:
+    signed_in(browser)
+    copied = cookie_of(browser)
+    assert browser.post("/console/logout", data={"csrf": token(browser)}).status_code == 303
+    assert browser.get("/console/proposals").status_code == 303
+    with httpx.Client(base_url=str(browser.base_url)) as thief:
+        assert thief.get("/console/proposals", headers=copied).status_code == 303
+
+
+def test_a_session_ends_after_its_lifetime_however_busy(ops: Ops) -> None:
+    with console(ops, session_seconds=2) as client:
+        signed_in(client)
+        started = time.monotonic()
+        replayed = cookie_of(client)
+        with httpx.Client(base_url=str(client.base_url)) as other:
+            while time.monotonic() - started < 1.5:  # every answer re-sends the cookie: the clock must not reset
+                assert client.get("/console/policy").status_code == 200
+                replayed = cookie_of(client)
+                time.sleep(0.2)
+            time.sleep(0.7)
+            assert other.get("/console/policy", headers=replayed).status_code == 303
+
+
+def test_wrong_keys_are_throttled_per_client(browser: httpx.Client) -> None:
+    for _ in range(5):
+        assert sign_in(browser, key="guess").status_code == 401
+    refused = sign_in(browser)
+    assert refused.status_code == 429
+    assert "Too many wrong keys" in refused.text
+    assert browser.get("/console/proposals").status_code == 303
+
+
+def test_actions_without_a_session_are_refused(browser: httpx.Client, ops: Ops, conn: psycopg.Connection) -> None:
+    proposal_id = pending(ops)
+    csrf = csrf_in(browser.get("/console/login").text)  # a valid token, but no sign-in
+    for path in (f"/console/proposals/{proposal_id}/approve", "/console/system", "/console/policy/system"):
+        response = browser.post(path, data={"csrf": csrf, "enabled": "false", "value": '{"enabled": false}'})
+        assert response.status_code == 401, path
+    assert proposal_status(conn, proposal_id)[0] == "pending"
+    assert ops.get_policy("system").value == {"enabled": True}
+
+
+def test_sign_in_returns_to_the_page_asked_for_with_its_filters(browser: httpx.Client) -> None:
+    sent = browser.get("/console/missions?status=failed")
+    assert sent.status_code == 303
+    login = browser.get(sent.headers["location"])
+    assert 'name="next" value="/console/missions?status=failed"' in login.text
+    wrong = sign_in(browser, key="wrong", next_path="/console/missions?status=failed")
+    assert 'name="next" value="/console/missions?status=failed"' in wrong.text, "kept after a wrong key"
+    right = sign_in(browser, next_path="/console/missions?status=failed")
+    assert right.headers["location"] == "/console/missions?status=failed"
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/elsewhere", "/console\\..\\x"])
+def test_sign_in_never_redirects_outside_the_console(browser: httpx.Client, target: str) -> None:
+    response = sign_in(browser, next_path=target)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/"
+
+
+def test_a_login_form_without_its_csrf_token_is_refused(browser: httpx.Client) -> None:
+    browser.get("/console/login")
+    response = browser.post("/console/login", data={"key": KEY})
+    assert response.status_code == 403
+    assert browser.get("/console/proposals").status_code == 303
+
+
+# --- CSRF on every form ------------------------------------------------------------------------------------------
+
+
+def test_forms_posted_without_the_csrf_token_are_refused_and_change_nothing(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    proposal_id = pending(ops)
+    running = ops.propose("brain", "Research", [step("crawl")])
+    assert running.mission_id is not None
+    signed_in(browser)
+    with console(ops) as other:
+        other_session_token = csrf_in(other.get("/console/login").text)
+    forms = {
+        f"/console/proposals/{proposal_id}/approve": {},
+        f"/console/proposals/{proposal_id}/reject": {"reason": "no"},
+        f"/console/missions/{running.mission_id}/cancel": {"reason": "no"},
+        "/console/policy/system": {"value": '{"enabled": false}'},
+        "/console/system": {"enabled": "false"},
+        "/console/kinds/crawl/enable": {},
+        "/console/logout": {},
+    }
+    for path, fields in forms.items():
+        for csrf in (None, "", "forged", other_session_token):
+            data = fields if csrf is None else {**fields, "csrf": csrf}
+            response = browser.post(path, data=data, headers={"x-console-fetch": "1"})
+            assert response.status_code == 403, (path, csrf)
+    assert proposal_status(conn, proposal_id)[0] == "pending"
+    assert ops.mission(running.mission_id).status in ("approved", "running")
+    assert ops.get_policy("system").value == {"enabled": True}
+    assert browser.get("/console/proposals").status_code == 200, "still signed in: logout was refused too"
+
+
+# --- proposals ---------------------------------------------------------------------------------------------------
+
+
+def test_pending_proposals_show_their_steps_and_the_gate_verdict(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    first = pending(ops, "Within the gates")
+    signed_in(browser)
+    page = browser.get("/console/proposals").text
+    assert "Within the gates" in page
+    assert "<code>draft_tweet</code>" in page
+    assert "<code>post_tweet</code>" in page
+    assert "Gates now: pass" in page
+    ops.set_policy("step_kind_gates", {"post_tweet": {"daily_limit": 0}}, "test")
+    page = browser.get("/console/proposals").text
+    assert "would reject" in page
+    assert "daily quota for post_tweet reached" in page
+    assert proposal_status(conn, first)[0] == "pending", "showing a verdict decides nothing"
+
+
+def test_approve_in_place_returns_the_mission(browser: httpx.Client, ops: Ops, conn: psycopg.Connection) -> None:
+    proposal_id = pending(ops)
+    signed_in(browser)
+    response = browser.post(
+        f"/console/proposals/{proposal_id}/approve", data={"csrf": token(browser)}, headers={"x-console-fetch": "1"}
+    )
+    assert response.status_code == 200
+    status, _, decided_by = proposal_status(conn, proposal_id)
+    assert (status, decided_by) == ("accepted", "console:ada")
+    mission_id = conn.execute("select id from ops_missions where proposal_id = %s", (proposal_id,)).fetchone()
+    assert mission_id is not None
+    assert f"mission #{mission_id[0]} created" in response.text
+    assert f'href="/console/missions/{mission_id[0]}"' in response.text
+
+
+def test_an_approval_the_gates_refuse_comes_back_rejected_with_the_reason(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    proposal_id = pending(ops)
+    signed_in(browser)
+    csrf = token(browser)
+    ops.set_policy("step_kind_gates", {"post_tweet": {"daily_limit": 0}}, "test")
+    response = browser.post(
+        f"/console/proposals/{proposal_id}/approve", data={"csrf": csrf}, headers={"x-console-fetch": "1"}
+    )
+    assert response.status_code == 200
+    assert "was rejected by the gates: daily quota for post_tweet reached" in response.text
+    assert proposal_status(conn, proposal_id)[0] == "rejected"
+
+
+def test_reject_with_a_reason_without_script_flashes_and_redirects(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    proposal_id = pending(ops)
+    signed_in(browser)
+    response = browser.post(
+        f"/console/proposals/{proposal_id}/reject", data={"csrf": token(browser), "reason": "off-brand"}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/proposals"
+    assert proposal_status(conn, proposal_id) == ("rejected", "off-brand", "console:ada")
+    page = browser.get("/console/proposals").text
+    assert f"Proposal #{proposal_id} rejected: off-brand" in page
+
+
+def test_deciding_twice_shows_the_sql_conflict(browser: httpx.Client, ops: Ops) -> None:
+    proposal_id = pending(ops)
+    ops.reject(proposal_id, "first", "test")
+    signed_in(browser)
+    response = browser.post(
+        f"/console/proposals/{proposal_id}/approve", data={"csrf": token(browser)}, headers={"x-console-fetch": "1"}
+    )
+    assert response.status_code == 200
+    assert "not pending" in response.text
+
+
+# --- escaping ----------------------------------------------------------------------------------------------------
+
+
+def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops) -> None:
+    pending(ops, HOSTILE)
+    accepted = ops.propose("brain", HOSTILE, [step("crawl", {"note": HOSTILE})], description=HOSTILE)
+    assert accepted.mission_id is not None
+    ops.emit_event("tweet:posted", "twitter-alt", title=HOSTILE, tags=["tweet"], mission_id=accepted.mission_id)
+    ops.reject(pending(ops, "second"), HOSTILE, "test")
+    [claimed] = ops.claim("worker-1", ["crawl"])
+    ops.fail(claimed.id, claimed.attempt, HOSTILE, retryable=False)
+    ops.set_policy("worker:analyze", {"enabled": False, "reason": HOSTILE}, "test")
+    ops.set_policy("system", {"enabled": False, "reason": HOSTILE}, "test")
+    signed_in(browser)
+    pages = {
+        "/console/proposals": 3,  # pending title, rejection reason, the kill switch's reason
+        "/console/missions": 2,
+        f"/console/missions/{accepted.mission_id}": 4,  # title, step error, event title, the switch
+        "/console/events": 2,
+        "/console/policy": 2,  # the system and worker:analyze values
+        "/console/health": 2,  # the open breaker's reason, the switch
+        "/console/events/feed?after_id=0": 1,
+    }
+    for page, at_least in pages.items():
+        text = browser.get(page).text
+        assert "<script>alert" not in text, page
+        assert "<img src=x" not in text, page
+        shown = text.count(ESCAPED) + text.count(ESCAPED.replace("&#39;", "\\u0026#39;"))
+        shown += text.count("alert(&#39;owned&#39;)") if page == "/console/policy" else 0
+        assert shown >= at_least, (page, shown)
+
+
+# --- missions ----------------------------------------------------------------------------------------------------
+
+
+def test_missions_filter_by_status_and_agent_and_show_a_timeline(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    done = ops.propose("brain", "Finished research", [step("crawl"), step("analyze", depends_on=[0])])
+    other = ops.propose("growth", "Still queued", [step("crawl")])
+    assert done.mission_id
+    assert other.mission_id
+    [first] = ops.claim("worker-7", ["crawl"], max_steps=1)
+    assert first.mission_id == done.mission_id, "the older mission's step is claimed first"
+    ops.complete(first.id, first.attempt, {"pages": 3})
+    [second] = ops.claim("worker-7", ["analyze"])
+    ops.fail(second.id, second.attempt, "model timed out", retryable=False)
+    signed_in(browser)
+    failed = browser.get("/console/missions?status=failed").text
+    assert "Finished research" in failed
+    assert "Still queued" not in failed
+    by_agent = browser.get("/console/missions?agent=growth").text
+    assert "Still queued" in by_agent
+    assert "Finished research" not in by_agent
+    page = browser.get(f"/console/missions/{done.mission_id}").text
+    assert "worker worker-7" in page
+    assert "model timed out" in page
+    assert "&#34;pages&#34;: 3" in page or '"pages": 3' in page
+    assert "attempt 1 of" in page
+    assert "Cancel mission" not in page, "a finished mission cannot be cancelled"
+    assert "Cancel mission" in browser.get(f"/console/missions/{other.mission_id}").text
+    assert browser.get("/console/missions/999999").status_code == 404
+
+
+def test_cancel_a_running_mission(browser: httpx.Client, ops: Ops) -> None:
+    result = ops.propose("brain", "Long research", [step("crawl"), step("analyze", depends_on=[0])])
+    assert result.mission_id is not None
+    signed_in(browser)
+    csrf = token(browser, f"/console/missions/{result.mission_id}")
+    response = browser.post(f"/console/missions/{result.mission_id}/cancel", data={"csrf": csrf, "reason": "scope"})
+    assert response.status_code == 303
+    assert ops.mission(result.mission_id).status == "cancelled"
+    page = browser.get(f"/console/missions/{result.mission_id}").text
+    assert f"Mission #{result.mission_id} is cancelled." in page
+
+
+# --- events ------------------------------------------------------------------------------------------------------
+
+
+def test_the_events_feed_returns_what_came_after_the_newest_row_shown(browser: httpx.Client, ops: Ops) -> None:
+    signed_in(browser)
+    page = browser.get("/console/events?type=tweet:posted").text
+    last = int(re.search(r'data-last-id="(\d+)"', page).group(1))  # type: ignore[union-attr]
+    ops.emit_event("tweet:posted", "twitter-alt", title="first", tags=["tweet"])
+    ops.emit_event("content:published", "brain", title="other type", tags=["post"])
+    ops.emit_event("tweet:posted", "twitter-alt", title="second", tags=["tweet"])
+    feed = browser.get(f"/console/events/feed?type=tweet:posted&after_id={last}").json()
+    assert feed["count"] == 2
+    assert feed["html"].index("second") < feed["html"].index("first"), "newest on top"
+    assert "other type" not in feed["html"]
+    again = browser.get(f"/console/events/feed?type=tweet:posted&after_id={feed['last_id']}").json()
+    assert again["count"] == 0
+    by_tag = browser.get("/console/events?tag=post").text
+    assert "other type" in by_tag
+    assert "second" not in by_tag
+    by_agent = browser.get("/console/events?agent=brain").text
+    assert "other type" in by_agent
+    assert browser.get("/console/events/feed?after_id=x").status_code == 400
+
+
+# --- policy and the kill switch ------------------------------------------------------------------------------------
+
+
+def test_a_policy_value_saves_through_ops_set_policy(browser: httpx.Client, ops: Ops) -> None:
+    signed_in(browser)
+    response = browser.post(
+        "/console/policy/max_active_missions", data={"csrf": token(browser), "value": '{"limit": 7}'}
+    )
+    assert response.status_code == 303
+    saved = ops.get_policy("max_active_missions")
+    assert saved.value == {"limit": 7}
+    assert saved.updated_by == "console:ada"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"limit": -1}', "limit"),
+        ('{"limit": "many"}', "limit"),
+        ('{"limit": 3', "not valid JSON"),
+        ("[]", "must be a JSON object"),
+    ],
+)
+def test_a_refused_policy_value_shows_the_reason_and_changes_nothing(
+    browser: httpx.Client, ops: Ops, text: str, message: str
+) -> None:
+    before = ops.get_policy("max_active_missions").value
+    signed_in(browser)
+    response = browser.post("/console/policy/max_active_missions", data={"csrf": token(browser), "value": text})
+    assert response.status_code == 400
+    assert "Refused:" in response.text
+    assert message in response.text
+    assert text.replace('"', "&#34;") in response.text, "the draft stays in the editor"
+    assert ops.get_policy("max_active_missions").value == before
+
+
+def test_the_kill_switch_is_on_every_page_and_stops_and_resumes(browser: httpx.Client, ops: Ops) -> None:
+    signed_in(browser)
+    for page in PAGES:
+        assert 'id="kill-switch"' in browser.get(page).text
+    stop = browser.post(
+        "/console/system",
+        data={"csrf": token(browser), "enabled": "false", "reason": "incident", "back": "/missions"},
+    )
+    assert stop.status_code == 303
+    assert stop.headers["location"] == "/console/missions"
+    assert ops.get_policy("system").value == {"enabled": False, "reason": "incident (console:ada)"}
+    assert "System stopped" in browser.get("/console/health").text
+    assert ops.propose("brain", "while stopped", [step("crawl")]).status == "rejected"
+    resumed = browser.post(
+        "/console/system", data={"csrf": token(browser), "enabled": "true", "back": "//evil.example"}
+    )
+    assert resumed.headers["location"] == "/console/", "never an open redirect"
+    assert ops.get_policy("system").value == {"enabled": True}
+    long_reason = browser.post(
+        "/console/system", data={"csrf": token(browser), "enabled": "false", "reason": "x" * 900}
+    )
+    assert long_reason.status_code == 303
+    assert len(ops.get_policy("system").value["reason"]) <= 500
+
+
+def test_a_refused_policy_on_an_unknown_key_or_deep_json_is_explained(browser: httpx.Client) -> None:
+    signed_in(browser)
+    unknown = browser.post("/console/policy/nonsense", data={"csrf": token(browser), "value": "{}"})
+    assert unknown.status_code == 400
+    assert "nonsense was not saved: " in unknown.text
+    deep = browser.post("/console/policy/system", data={"csrf": token(browser), "value": "[" * 100_000})
+    assert deep.status_code == 400
+    assert "nested too deeply" in deep.text
+    # The kill switch on that answer returns to the policy page, not to the POST-only action.
+    assert 'name="back" value="/policy"' in deep.text
+
+
+# --- health ------------------------------------------------------------------------------------------------------
+
+
+def test_health_shows_heartbeat_runs_queues_workers_and_open_breakers(browser: httpx.Client, ops: Ops) -> None:
+    ops.propose("brain", "Queued work", [step("crawl"), step("analyze", depends_on=[0])])
+    ops.propose("brain", "More work", [step("crawl")])
+    ops.claim("worker-9", ["crawl"], max_steps=1)
+    ops.heartbeat()
+    ops.set_policy("worker:analyze", {"enabled": False, "reason": "circuit breaker: 3 consecutive failures"}, "w")
+    signed_in(browser)
+    page = browser.get("/console/health").text
+    assert "<td>worker-9</td><td>1</td>" in page
+    assert "<td><code>crawl</code></td><td>1</td>" in page
+    assert "circuit breaker: 3 consecutive failures" in page
+    assert "No heartbeat has run yet" not in page
+    assert '<span class="badge succeeded">succeeded</span>' in page
+    response = browser.post("/console/kinds/analyze/enable", data={"csrf": token(browser, "/console/health")})
+    assert response.status_code == 303
+    assert ops.get_policy("worker:analyze").value == {"enabled": True}
+    assert "None: every kind is being claimed." in browser.get("/console/health").text
+
+
+# --- the key for the local demo ----------------------------------------------------------------------------------
+
+
+def test_the_local_demo_key_is_made_once_private_and_a_configured_key_wins(tmp_path: Path) -> None:
+    key_file = tmp_path / "state" / "console-key"
+    first = ConsoleAccess.local(Settings(), key_file)
+    assert first.key is not None
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    again = ConsoleAccess.local(Settings(), key_file)
+    assert again.key == first.key, "the same key across runs"
+    assert len(first.key.reveal()) >= 24
+    configured = ConsoleAccess.local(Settings(ops_key=Secret("the-ops-key")), tmp_path / "unused")
+    assert configured.key == Secret("the-ops-key")
+    assert not (tmp_path / "unused").exists()
+    console_key = ConsoleAccess.from_settings(Settings(ops_key=Secret("ops"), environ={"CONSOLE_KEY": "console"}))
+    assert console_key.key == Secret("console"), "CONSOLE_KEY is preferred to OPS_KEY"
