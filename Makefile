@@ -10,7 +10,7 @@ AGENT_OPS := $(BIN)/agent-ops
 .PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest bench chaos chaos-short stop clean
 
 help:
-	@echo "make run    set up, start the embedded Postgres, migrate, and run the live loop (DEMO_SECONDS=N to stop)"
+	@echo "make run    set up, start the embedded Postgres, migrate, run the live loop and the console (DEMO_SECONDS=N to stop)"
 	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks), the short chaos suite"
 	@echo "make bench  P1-P7 benchmarks against the raw Postgres ceiling and peers (about 6 minutes)"
 	@echo "make chaos  the full chaos suite R1-R6 (make chaos-short: the form make test runs)"

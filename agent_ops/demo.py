@@ -2,13 +2,14 @@
 
 It loads a demo policy and trigger rules into the local database, starts a real worker process
 (`python -m vps_worker`) with built-in executors standing in for the seed's step kinds (no network needed),
-beats the heartbeat every two seconds, and redraws proposals, missions and the latest events until Ctrl-C,
-or for DEMO_SECONDS and then prints a summary.
+beats the heartbeat every two seconds, serves the ops console, and redraws proposals, missions and the
+latest events until Ctrl-C, or for DEMO_SECONDS and then prints a summary.
 
 What happens: schedule triggers fire proposals (a tweet draft-and-post, a research job, a signal scan that
 always fails); posting emits `tweet:posted`, which the reaction matrix turns into an analysis by `growth`;
-the failed scan's `mission:failed` becomes a diagnosis by `brain`. Every one of them goes through
-`ops_create_proposal`, the gates and auto-approve.
+the failed scan's `mission:failed` becomes a diagnosis by `brain`; a publishing job is not auto-approved and
+waits for a human in the console. Every one of them goes through `ops_create_proposal`, the gates and
+auto-approve.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,7 +30,9 @@ from psycopg.types.json import Jsonb
 from agent_ops.cli.output import table
 from agent_ops.client import Ops
 from agent_ops.config import Secret, Settings
+from agent_ops.console import ConsoleAccess
 from agent_ops.heartbeat import run_forever
+from agent_ops.server import BackgroundServer, create_app
 
 DEMO_POLICY: dict[str, dict[str, Any]] = {
     "auto_approve": {
@@ -77,6 +81,19 @@ DEMO_RULES: list[dict[str, Any]] = [
         },
     },
     {
+        # Not auto-approved (publish is not in the demo's allowed kinds): it waits in the console for a human.
+        "name": "demo_needs_a_human",
+        "conditions": {"topics": ["the weekly report", "the release notes"]},
+        "action_config": {
+            "agent_id": "brain",
+            "title": "Publish {{topic}}",
+            "steps": [
+                {"kind": "write_content", "payload": {"format": "post", "topic": "{{topic}}"}},
+                {"kind": "publish", "payload": {"topic": "{{topic}}"}},
+            ],
+        },
+    },
+    {
         "name": "demo_signal_scan",
         "conditions": {},
         "action_config": {
@@ -95,6 +112,7 @@ DEMO_ALIASES = {
     "analyze": "sleep",
     "write_content": "echo",
     "scan": "fail",
+    "publish": "echo",
 }
 
 
@@ -176,9 +194,10 @@ def _counts(rows: list[dict[str, Any]], key: str) -> str:
     return " · ".join(f"{r[key]} {r['n']}" for r in rows) or "none yet"
 
 
-def render(view: dict[str, Any], elapsed: float, out: TextIO, clear: bool) -> None:
+def render(view: dict[str, Any], elapsed: float, out: TextIO, clear: bool, console: str = "") -> None:
     lines = [
         f"agent-ops demo · {elapsed:4.0f}s · worker demo-worker · heartbeat every 2s · Ctrl-C to stop",
+        *([console] if console else []),
         "",
         "proposals  " + (" · ".join(f"{r['source']}/{r['status']} {r['n']}" for r in view["proposals"]) or "none yet"),
         "missions   " + _counts(view["missions"], "status"),
@@ -205,29 +224,52 @@ def summary(view: dict[str, Any], elapsed: float, out: TextIO) -> bool:
     return bool(done.get("trigger", 0) > 0 and done.get("reaction", 0) > 0)
 
 
-def run(url: str, seconds: float | None, log_dir: Path, out: TextIO = sys.stdout) -> int:
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the worker hands its running steps back), then a kill if it does not stop in time."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+
+
+def run(
+    url: str,
+    seconds: float | None,
+    log_dir: Path,
+    out: TextIO = sys.stdout,
+    console: ConsoleAccess | None = None,
+    console_port: int = 8080,
+    key_hint: str = "",
+) -> int:
+    """The loop until Ctrl-C or `seconds`; with `console`, the ops console is served on `console_port` too."""
     setup(url)
-    worker = start_worker(url, log_dir / "demo-worker.log")
     stop = threading.Event()
     interactive = out.isatty() and seconds is None
-    with Ops(Settings(database_url=Secret(url), retries=1)) as ops:
+    with ExitStack() as stack:
+        ops = stack.enter_context(Ops(Settings(database_url=Secret(url), retries=1)))
+        banner = ""
+        if console is not None:
+            server = stack.enter_context(BackgroundServer(create_app(ops, console=console), console_port))
+            banner = f"console {server.url}/console/ · sign in with {key_hint or 'the console key'}"
+            out.write(f"{banner}\n")
+        worker = start_worker(url, log_dir / "demo-worker.log")
+        stack.callback(stop_worker, worker)
         beat = threading.Thread(target=run_forever, args=(ops, 2.0), kwargs={"stop": stop}, daemon=True)
         beat.start()
         started = time.monotonic()
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 while seconds is None or time.monotonic() - started < seconds:
-                    render(snapshot(conn), time.monotonic() - started, out, clear=interactive)
+                    render(snapshot(conn), time.monotonic() - started, out, clear=interactive, console=banner)
                     time.sleep(1.0 if interactive else 5.0)
         except KeyboardInterrupt:
             pass
         finally:
             stop.set()
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop_worker(worker)
             beat.join(timeout=10)
         with psycopg.connect(url, autocommit=True) as conn:
             closed_the_loop = summary(snapshot(conn), time.monotonic() - started, out)
