@@ -544,3 +544,14 @@ def test_the_local_demo_key_is_made_once_private_and_a_configured_key_wins(tmp_p
     assert not (tmp_path / "unused").exists()
     console_key = ConsoleAccess.from_settings(Settings(ops_key=Secret("ops"), environ={"CONSOLE_KEY": "console"}))
     assert console_key.key == Secret("console"), "CONSOLE_KEY is preferred to OPS_KEY"
+
+
+def test_a_database_outage_is_a_503_page_without_secrets() -> None:
+    unreachable = direct_settings("postgresql://postgres:hunter2-secret@127.0.0.1:1/nowhere", retries=0, timeout=2)
+    with Ops(unreachable) as down, console(down) as client:
+        signed_in(client)
+        for page in ("/console/proposals", "/console/health"):
+            response = client.get(page)
+            assert response.status_code == 503, page
+            assert "The database cannot be reached right now" in response.text
+            assert "hunter2-secret" not in response.text

@@ -245,9 +245,7 @@ class Console:
                 "approving": approving,
             }
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            outcome = {"proposal_id": proposal_id, "status": "error", "reason": error.message, "approving": approving}
+            outcome = {"proposal_id": proposal_id, "status": "error", "reason": refusal(error), "approving": approving}
         if self.wants_fragment(request):
             body = templates.get_template("_decided.html").render(base=self.base(request), outcome=outcome)
             return HTMLResponse(body, headers=SECURITY_HEADERS)
@@ -261,9 +259,7 @@ class Console:
         try:
             missions = await self.call(self.ops.missions, status, agent, 100)
         except OpsError as failure:
-            if isinstance(failure, TransportError):
-                raise
-            missions, error = [], failure.message
+            missions, error = [], refusal(failure)
         return await self.render(
             request,
             "missions.html",
@@ -279,9 +275,7 @@ class Console:
         try:
             mission = await self.call(self.ops.mission, mission_id)
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            return await self.render(request, "missing.html", http_status=404, message=error.message)
+            return await self.render(request, "missing.html", http_status=404, message=refusal(error))
         events = await self.call(self.ops.events, None, None, None, mission_id, None, 100)
         return await self.render(request, "mission.html", mission=mission, events=events)
 
@@ -293,9 +287,7 @@ class Console:
             outcome = await self.call(self.ops.cancel, mission_id, reason)
             self.flash(request, f"Mission #{mission_id} is {outcome.status}.")
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            self.flash(request, f"Mission #{mission_id} was not cancelled: {error.message}", "error")
+            self.flash(request, f"Mission #{mission_id} was not cancelled: {refusal(error)}", "error")
         return self.back(request, f"/missions/{mission_id}")
 
     def _event_filters(self, request: Request) -> dict[str, str | None]:
@@ -309,9 +301,7 @@ class Console:
                 self.ops.events, filters["type"], filters["tag"], filters["agent"], None, None, 100
             )
         except OpsError as failure:
-            if isinstance(failure, TransportError):
-                raise
-            events, error = [], failure.message
+            events, error = [], refusal(failure)
         return await self.render(
             request,
             "events.html",
@@ -333,9 +323,7 @@ class Console:
                 self.ops.events, filters["type"], filters["tag"], filters["agent"], None, max(after, 0), 100
             )
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            return JSONResponse({"error": error.message}, status_code=400, headers=SECURITY_HEADERS)
+            return JSONResponse({"error": refusal(error)}, status_code=400, headers=SECURITY_HEADERS)
         # Newest first, like the table they are put on top of.
         rows = templates.get_template("_event_rows.html").render(base=self.base(request), events=events[::-1])
         last = max((e.id for e in events), default=after)
@@ -359,9 +347,7 @@ class Console:
             try:
                 await self.call(self.ops.set_policy, key, value, operator(request.session))
             except OpsError as error:
-                if isinstance(error, TransportError):
-                    raise
-                problem = error.message
+                problem = refusal(error)
             else:
                 self.flash(request, f"Saved {key}.")
                 return self.back(request, f"/policy#policy-{key}")
@@ -384,9 +370,7 @@ class Console:
             await self.call(self.ops.set_policy, "system", value, operator(request.session))
             self.flash(request, "System resumed." if enabled else "System stopped: no new proposals, no claims.")
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            self.flash(request, f"The system switch was not changed: {error.message}", "error")
+            self.flash(request, f"The system switch was not changed: {refusal(error)}", "error")
         target = str(form.get("back", ""))
         return self.back(request, target if target.startswith("/") and not target.startswith("//") else "/")
 
@@ -401,9 +385,7 @@ class Console:
             await self.call(self.ops.set_policy, f"worker:{kind}", {"enabled": True}, operator(request.session))
             self.flash(request, f"{kind} re-enabled: workers claim it again.")
         except OpsError as error:
-            if isinstance(error, TransportError):
-                raise
-            self.flash(request, f"{kind} was not re-enabled: {error.message}", "error")
+            self.flash(request, f"{kind} was not re-enabled: {refusal(error)}", "error")
         return self.back(request, "/health")
 
     # -- the app ----------------------------------------------------------------------------------------------
@@ -439,6 +421,13 @@ class Console:
             https_only=self.access.secure_cookie,
         )
         return Starlette(routes=routes, middleware=[session])
+
+
+def refusal(error: OpsError) -> str:
+    """What the database refused, to show on the page; an outage (TransportError) is raised for the 503 page."""
+    if isinstance(error, TransportError):
+        raise error
+    return error.message
 
 
 def _decision_text(outcome: dict[str, Any]) -> str:
