@@ -19,16 +19,13 @@ package through the entry point group `agent_ops.triggers`.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import entry_points
 from typing import Any
 
-log = logging.getLogger("agent_ops.triggers")
+from agent_ops import plugins
 
 ENTRY_POINT_GROUP = "agent_ops.triggers"
 
@@ -88,16 +85,8 @@ def load_plugins(modules: Iterable[str] = ()) -> list[PluginTrigger]:
     An entry point may name a module (its decorators register) or a function (registered under the
     entry point's name). A plug-in that fails to load is logged and skipped.
     """
-    for module in modules:
-        importlib.import_module(module)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = point.load()
-        except Exception:
-            log.exception("trigger plug-in %s failed to load", point.name)
-            continue
-        if callable(loaded) and point.name not in _REGISTRY:
-            _REGISTRY[point.name] = PluginTrigger(name=point.name, check=loaded)
+    for name, check in plugins.load(modules, ENTRY_POINT_GROUP, "trigger"):
+        _REGISTRY.setdefault(name, PluginTrigger(name=name, check=check))
     return registered()
 
 

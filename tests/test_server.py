@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import httpx
 import psycopg
 import pytest
-import uvicorn
 
 from agent_ops import Ops, Secret
-from agent_ops.server import create_app
+from agent_ops.server import BackgroundServer, create_app
 from tests.conftest import direct_settings
 
 KEY = "ops-key-for-tests-only"
@@ -23,26 +20,14 @@ KEY = "ops-key-for-tests-only"
 @pytest.fixture
 def serve(db_url: str) -> Iterator[Callable[[str | None], str]]:
     """Start the app with a given OPS_KEY (or none); returns its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread, Ops]] = []
+    with ExitStack() as stack:
 
-    def start(ops_key: str | None) -> str:
-        settings = dataclasses.replace(direct_settings(db_url), ops_key=Secret(ops_key) if ops_key else None)
-        ops = Ops(settings)
-        sock = socket.create_server(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(create_app(ops), log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        servers.append((server, thread, ops))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        def start(ops_key: str | None) -> str:
+            settings = dataclasses.replace(direct_settings(db_url), ops_key=Secret(ops_key) if ops_key else None)
+            ops = stack.enter_context(Ops(settings))
+            return stack.enter_context(BackgroundServer(create_app(ops))).url
 
-    yield start
-    for server, thread, ops in servers:
-        server.should_exit = True
-        thread.join(timeout=5)
-        ops.close()
+        yield start
 
 
 def test_the_right_key_runs_the_heartbeat(serve: Callable[[str | None], str], conn: psycopg.Connection) -> None:

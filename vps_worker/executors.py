@@ -16,16 +16,14 @@ Executors come from `@executor`, from the entry point group `agent_ops.executors
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
 from typing import Any
 
-log = logging.getLogger("vps_worker.executors")
+from agent_ops import plugins
 
 ENTRY_POINT_GROUP = "agent_ops.executors"
 
@@ -96,16 +94,8 @@ def load_executors(modules: Iterable[str] = ()) -> dict[str, Executor]:
     An entry point may name a module (its decorators register) or a callable (registered under the entry
     point's name). One that fails to load is logged and skipped.
     """
-    for module in modules:
-        importlib.import_module(module)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = point.load()
-        except Exception:
-            log.exception("executor plug-in %s failed to load", point.name)
-            continue
-        if callable(loaded) and point.name not in _REGISTRY:
-            _REGISTRY[point.name] = loaded
+    for name, loaded in plugins.load(modules, ENTRY_POINT_GROUP, "executor"):
+        _REGISTRY.setdefault(name, loaded)
     return registry()
 
 

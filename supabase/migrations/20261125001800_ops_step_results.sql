@@ -6,6 +6,23 @@
 -- Limits: output a JSON value of at most 1 MiB (PT400 above); error text is required and kept up to 8,000
 -- characters (longer text is truncated, never refused, so a failure report cannot itself fail on length).
 
+-- The step and attempt a report is about, checked before anything is looked up.
+create or replace function ops_internal.check_step_attempt(step_id bigint, attempt integer)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if step_id is null then
+    perform ops_internal.invalid('step_id is required');
+  end if;
+  if attempt is null or attempt < 1 then
+    perform ops_internal.invalid('attempt must be from 1 to 100');
+  end if;
+end;
+$$;
+
 -- Mission row first, then the step (see 20261125001700_ops_finalize_mission.sql for the lock order). The
 -- first report on a claimed step also moves an approved mission to running if the claim could not.
 create or replace function ops_internal.lock_step(step_id bigint, attempt integer)
@@ -19,12 +36,7 @@ declare
   mission_status text;
   step public.ops_mission_steps;
 begin
-  if lock_step.step_id is null then
-    perform ops_internal.invalid('step_id is required');
-  end if;
-  if lock_step.attempt is null or lock_step.attempt < 1 then
-    perform ops_internal.invalid('attempt must be from 1 to 100');
-  end if;
+  perform ops_internal.check_step_attempt(lock_step.step_id, lock_step.attempt);
   select s.mission_id into owner_mission from public.ops_mission_steps s where s.id = lock_step.step_id;
   if not found then
     perform ops_internal.not_found(pg_catalog.format('step %s not found', lock_step.step_id));
@@ -215,12 +227,7 @@ as $$
 declare
   step public.ops_mission_steps;
 begin
-  if ops_extend_lease.step_id is null then
-    perform ops_internal.invalid('step_id is required');
-  end if;
-  if ops_extend_lease.attempt is null or ops_extend_lease.attempt < 1 then
-    perform ops_internal.invalid('attempt must be from 1 to 100');
-  end if;
+  perform ops_internal.check_step_attempt(ops_extend_lease.step_id, ops_extend_lease.attempt);
   if ops_extend_lease.lease_seconds is not null and ops_extend_lease.lease_seconds not between 1 and 86400 then
     perform ops_internal.invalid('lease_seconds must be from 1 to 86400');
   end if;

@@ -48,6 +48,22 @@ $$;
 revoke execute on function public.ops_list_proposals(text, text, integer) from public, anon, authenticated;
 grant execute on function public.ops_list_proposals(text, text, integer) to service_role;
 
+-- One step as the read API shows it (in a mission and in the step list).
+create or replace function ops_internal.step_json(step public.ops_mission_steps)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select pg_catalog.jsonb_build_object(
+    'id', step.id, 'mission_id', step.mission_id, 'position', step.position, 'kind', step.kind,
+    'status', step.status, 'payload', step.payload, 'output', step.output, 'last_error', step.last_error,
+    'depends_on', step.depends_on, 'attempt', step.attempt, 'max_attempts', step.max_attempts,
+    'priority', step.priority, 'run_after', step.run_after, 'reserved_by', step.reserved_by,
+    'lease_expires_at', step.lease_expires_at, 'started_at', step.started_at, 'finished_at', step.finished_at,
+    'created_at', step.created_at);
+$$;
+
 create or replace function ops_internal.mission_json(mission public.ops_missions)
 returns jsonb
 language sql
@@ -58,14 +74,8 @@ as $$
     'id', mission.id, 'proposal_id', mission.proposal_id, 'agent_id', mission.agent_id, 'title', mission.title,
     'status', mission.status, 'reason', mission.failure_reason, 'created_at', mission.created_at,
     'started_at', mission.started_at, 'finalized_at', mission.finalized_at,
-    'steps', coalesce((select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-               'id', s.id, 'mission_id', s.mission_id, 'position', s.position, 'kind', s.kind, 'status', s.status,
-               'payload', s.payload, 'output', s.output, 'last_error', s.last_error, 'depends_on', s.depends_on,
-               'attempt', s.attempt, 'max_attempts', s.max_attempts, 'priority', s.priority,
-               'run_after', s.run_after, 'reserved_by', s.reserved_by, 'lease_expires_at', s.lease_expires_at,
-               'started_at', s.started_at, 'finished_at', s.finished_at, 'created_at', s.created_at)
-               order by s.position)
-             from public.ops_mission_steps s where s.mission_id = mission.id), '[]'::jsonb));
+    'steps', coalesce((select pg_catalog.jsonb_agg(ops_internal.step_json(s) order by s.position)
+                         from public.ops_mission_steps s where s.mission_id = mission.id), '[]'::jsonb));
 $$;
 
 select ops_internal.revoke_api_execute();
@@ -118,12 +128,7 @@ stable
 security definer
 set search_path = ''
 as $$
-  select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-           'id', s.id, 'mission_id', s.mission_id, 'position', s.position, 'kind', s.kind, 'status', s.status,
-           'payload', s.payload, 'output', s.output, 'last_error', s.last_error, 'depends_on', s.depends_on,
-           'attempt', s.attempt, 'max_attempts', s.max_attempts, 'priority', s.priority, 'run_after', s.run_after,
-           'reserved_by', s.reserved_by, 'lease_expires_at', s.lease_expires_at, 'started_at', s.started_at,
-           'finished_at', s.finished_at, 'created_at', s.created_at) order by s.id desc), '[]'::jsonb)
+  select coalesce(pg_catalog.jsonb_agg(ops_internal.step_json(s) order by s.id desc), '[]'::jsonb)
     from (select x.* from public.ops_mission_steps x
            where (ops_list_steps.status is null or x.status = ops_list_steps.status)
              and (ops_list_steps.kind is null or x.kind = ops_list_steps.kind)
