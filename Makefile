@@ -78,5 +78,7 @@ chaos-short: db
 stop:
 	@test ! -x $(AGENT_OPS) || $(AGENT_OPS) db stop
 
-clean: stop
+# The embedded server's data may live outside the checkout (see README); `db destroy` finds it.
+clean:
+	@test ! -x $(AGENT_OPS) || $(AGENT_OPS) db destroy --yes
 	rm -rf .agent-ops $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

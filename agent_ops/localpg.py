@@ -4,6 +4,9 @@ It lives in the project's state folder (`.agent-ops/`), listens on 127.0.0.1 onl
 next to its data, preloads pg_cron when the package is installed, and is made to look like a Supabase
 project (roles, `extensions` schema) by a local-only bootstrap that never enters `supabase/migrations/`.
 Postgres refuses to run as root, so under root every server command runs as the `postgres` system user.
+When that user cannot enter the checkout (a clone under /root, or in a mode-700 folder), the data, socket
+and log move to a folder of their own under /var/lib/agent-ops, named after a hash of the state folder's
+path, so two checkouts never share one; `AGENT_OPS_HOME` is always taken as given.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import dataclasses
 import fcntl
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -32,6 +36,9 @@ SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postgres"
 DATABASE = "postgres"
 PRELOAD_CANDIDATES = ("pg_cron", "pg_stat_statements")
+# Where the server's files go when the postgres system user cannot reach the checkout: persistent, unlike
+# /var/tmp, which systemd-tmpfiles empties of old files.
+EXTERNAL_ROOT = Path("/var/lib/agent-ops")
 
 # Settings written once into postgresql.conf. Per-start settings (port, socket, preloads) are passed to
 # pg_ctl instead, so installing pg_cron later takes effect at the next start without a re-init.
@@ -173,13 +180,67 @@ def bootstrap_sql() -> str:
     return (resources.files("agent_ops") / "sql" / "local_supabase.sql").read_text()
 
 
-class LocalPostgres:
-    """Controls the embedded server whose data lives under `home` (the project's `.agent-ops/`)."""
+def external_home(home: Path, root: Path = EXTERNAL_ROOT) -> Path:
+    """The server's own folder for the state folder `home`: one per path, named so a person can tell whose."""
+    owner = home.parent.name if home.name == ".agent-ops" else home.name
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", owner).strip("-.")[:40] or "checkout"
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    return root / f"{label}-{digest}"
 
-    def __init__(self, home: Path | None = None, binaries: Binaries | None = None) -> None:
+
+class LocalPostgres:
+    """Controls the embedded server of the state folder `home` (the project's `.agent-ops/`).
+
+    The port file and the start/stop lock stay in `home`; the data, socket and log live in `server_home`,
+    which is `home` itself unless the server must run as the postgres user and that user cannot reach it.
+    """
+
+    def __init__(
+        self, home: Path | None = None, binaries: Binaries | None = None, external_root: Path = EXTERNAL_ROOT
+    ) -> None:
         self.home = (home or state_dir()).resolve()
         self._binaries = binaries
         self.as_root = os.geteuid() == 0
+        self._external_root = external_root
+        self._server_home: Path | None = None
+
+    @property
+    def server_home(self) -> Path:
+        if self._server_home is None:
+            self._server_home = self._locate_server_home()
+        return self._server_home
+
+    @property
+    def relocated(self) -> bool:
+        return self.server_home != self.home
+
+    def _locate_server_home(self) -> Path:
+        """Decided without side effects: an existing data folder wins, then whether the server user can reach
+        `home`. An explicit AGENT_OPS_HOME is never moved (an unreachable one fails with a clear message)."""
+        if not self.as_root:
+            return self.home
+        override = os.environ.get("AGENT_OPS_HOME")
+        if override and Path(override).resolve() == self.home:
+            return self.home
+        external = external_home(self.home, self._external_root)
+        for candidate in (external, self.home):
+            if (candidate / "pgdata" / "PG_VERSION").exists():
+                return candidate
+        return self.home if self._server_user_can_enter(self.home) else external
+
+    def _server_user_can_enter(self, folder: Path) -> bool:
+        """Whether the server user can search `folder`, or create it in the nearest folder that exists."""
+        target = folder
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        test = "-x" if target == folder else "-w"
+        probe = subprocess.run(
+            self._as_server_user(["test", "-x", str(target), "-a", test, str(target)]),
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+        return probe.returncode == 0
 
     @property
     def binaries(self) -> Binaries:
@@ -189,15 +250,15 @@ class LocalPostgres:
 
     @property
     def data_dir(self) -> Path:
-        return self.home / "pgdata"
+        return self.server_home / "pgdata"
 
     @property
     def socket_dir(self) -> Path:
-        return self.home / "run"
+        return self.server_home / "run"
 
     @property
     def log_file(self) -> Path:
-        return self.home / "log" / "postgres.log"
+        return self.server_home / "log" / "postgres.log"
 
     @property
     def _port_file(self) -> Path:
@@ -251,8 +312,19 @@ class LocalPostgres:
     def url(self, dbname: str = DATABASE) -> str:
         return self.status().url(dbname)
 
-    def _ensure_reachable_dirs(self) -> None:
-        for directory in (self.home, self.data_dir, self.socket_dir, self.log_file.parent):
+    def _ensure_reachable_dirs(self, progress: Progress) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.relocated:
+            if not self.server_home.exists():
+                progress(
+                    f"the '{SUPERUSER}' system user cannot enter {self.home}; the embedded server keeps its data, "
+                    f"socket and log in {self.server_home} (set AGENT_OPS_HOME to choose another folder)"
+                )
+            self._external_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.server_home.mkdir(mode=0o700, exist_ok=True)
+            shutil.chown(self.server_home, user=SUPERUSER, group=SUPERUSER)
+            self.server_home.chmod(0o700)
+        for directory in (self.data_dir, self.socket_dir, self.log_file.parent):
             directory.mkdir(parents=True, exist_ok=True)
         if not self.as_root:
             self.data_dir.chmod(0o700)
@@ -273,7 +345,7 @@ class LocalPostgres:
         return (self.data_dir / "PG_VERSION").exists()
 
     def init(self, progress: Progress = lambda _m: None) -> None:
-        self._ensure_reachable_dirs()
+        self._ensure_reachable_dirs(progress)
         if self.initialized():
             return
         progress(f"initialising PostgreSQL {self.binaries.major_version} data directory in {self.data_dir}")
@@ -378,6 +450,22 @@ class LocalPostgres:
     def restart(self, progress: Progress = lambda _m: None) -> ServerStatus:
         self.stop(progress)
         return self.start(progress)
+
+    def destroy(self, progress: Progress = lambda _m: None) -> list[Path]:
+        """Stop the server and delete its data, socket and log folders (and a relocated server's own folder).
+
+        The state folder itself (port file, console key) is left for the caller. Returns what was removed.
+        """
+        self.stop(progress)
+        with self._exclusive():
+            owned = [self.data_dir, self.socket_dir, self.log_file.parent]
+            targets = [self.server_home] if self.relocated else owned
+            removed = [path for path in targets if path.exists()]
+            for path in removed:
+                progress(f"removing {path}")
+                shutil.rmtree(path)
+            self._port_file.unlink(missing_ok=True)
+            return removed
 
 
 def with_local_fallback(settings: Settings) -> Settings:

@@ -22,6 +22,7 @@ COMMANDS = [
     ["db", "stop"],
     ["db", "status"],
     ["db", "url"],
+    ["db", "destroy"],
     ["migrate"],
     ["propose"],
     ["approve"],

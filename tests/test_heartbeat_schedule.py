@@ -26,7 +26,7 @@ def cron_server() -> Iterator[LocalPostgres]:
         pytest.fail("pg_cron is not installed (postgresql-15-cron); make test installs it")
     server.start()
     yield server
-    server.stop()
+    server.destroy()
     shutil.rmtree(home, ignore_errors=True)
 
 

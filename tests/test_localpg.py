@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent_ops.localpg import LocalPostgres
+from agent_ops.localpg import LocalPostgres, external_home
 from tests.conftest import ROOT
 
 AGENT_OPS = str(ROOT / ".venv" / "bin" / "agent-ops") if (ROOT / ".venv").exists() else "agent-ops"
@@ -25,7 +28,7 @@ def scratch_home() -> Iterator[Path]:
     home = ROOT / ".agent-ops" / "scratch" / uuid.uuid4().hex[:8]
     home.mkdir(parents=True)
     yield home
-    LocalPostgres(home).stop()
+    LocalPostgres(home).destroy()
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -81,8 +84,9 @@ def test_start_recovers_from_a_stale_pid_file(scratch_home: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-only behaviour")
 def test_as_root_the_data_belongs_to_the_postgres_user(scratch_home: Path) -> None:
-    LocalPostgres(scratch_home).start()
-    owner = (scratch_home / "pgdata").stat().st_uid
+    server = LocalPostgres(scratch_home)
+    server.start()
+    owner = server.data_dir.stat().st_uid
     assert owner == pwd.getpwnam("postgres").pw_uid
 
 
@@ -160,3 +164,77 @@ def test_a_restart_keeps_the_port_even_with_connections_in_time_wait(scratch_hom
             conn.execute("select 1")
     after = server.restart()
     assert after.port == before.port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE_", "AGENT_OPS_"))}
+    return {**env, **extra}
+
+
+def in_checkout(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent_ops", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=clean_env(),
+        cwd=checkout,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-only: the server runs as the postgres user")
+def test_a_checkout_the_postgres_user_cannot_enter_keeps_its_server_in_a_folder_it_can(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)  # as a clone under /root, or in a `mktemp -d` folder
+    checkout = private / "checkout"
+    shutil.copytree(ROOT / "supabase" / "migrations", checkout / "supabase" / "migrations")
+    server = LocalPostgres(checkout / ".agent-ops")
+    expected = external_home(checkout / ".agent-ops")
+    try:
+        started = in_checkout(checkout, "db", "start")
+        assert started.returncode == 0, started.stderr
+        assert f"socket and log in {expected}" in started.stderr, "says once where the data went"
+        assert in_checkout(checkout, "db", "start").stderr.count(str(expected)) == 0
+
+        status = json.loads(in_checkout(checkout, "db", "status", "--json").stdout)
+        assert status["running"] is True
+        assert status["data_dir"] == str(expected / "pgdata")
+        info = expected.stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (pwd.getpwnam("postgres").pw_uid, 0o700)
+
+        migrated = in_checkout(checkout, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        rpc = in_checkout(checkout, "status", "--json")
+        assert rpc.returncode == 0, rpc.stderr
+        assert json.loads(rpc.stdout)["system_enabled"] is True
+
+        # make stop finds it again; two checkouts never share a folder.
+        assert in_checkout(checkout, "db", "stop").returncode == 0
+        assert server.status().running is False
+        assert external_home(private / "other" / ".agent-ops") != expected
+    finally:
+        destroyed = in_checkout(checkout, "db", "destroy", "--yes")
+        server.destroy()
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert not expected.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-only: the server runs as the postgres user")
+def test_an_explicit_agent_ops_home_is_never_moved(tmp_path: Path) -> None:
+    private = tmp_path / "private-home"
+    private.mkdir(mode=0o700)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent_ops", "db", "start"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clean_env(AGENT_OPS_HOME=str(private)),
+        cwd="/",
+    )
+    assert result.returncode == 1
+    assert "cannot reach" in result.stderr
+    assert "AGENT_OPS_HOME" in result.stderr
+    assert not external_home(private).exists()

@@ -294,7 +294,7 @@ def scratch_server() -> Iterator[LocalPostgres]:
     server = LocalPostgres(home)
     server.start()
     yield server
-    server.stop()
+    server.destroy()
     shutil.rmtree(home, ignore_errors=True)
 
 

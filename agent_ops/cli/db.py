@@ -13,7 +13,7 @@ import psycopg
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import emit_json, note
 from agent_ops.localpg import LocalPostgres, LocalPostgresError, PostgresNotInstalledError
-from agent_ops.migrations import MigrationError, apply_seed, migrate
+from agent_ops.migrations import ChangedMigrationError, MigrationError, apply_seed, migrate
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -48,14 +48,25 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _destroy(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CliError("this deletes the embedded server's databases; pass --yes to confirm", exit_code=2)
+    with _server_errors():
+        removed = LocalPostgres().destroy(progress=note)
+    note("removed " + ", ".join(str(p) for p in removed) if removed else "nothing to remove")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     with _server_errors():
-        status = LocalPostgres().status()
+        server = LocalPostgres()
+        status = server.status()
     info: dict[str, Any] = {
         "running": status.running,
         "port": status.port,
         "pid": status.pid,
         "data_dir": str(status.data_dir),
+        "state_dir": str(server.home),
         "url": status.url() if status.running else None,
     }
     if args.json:
@@ -95,8 +106,10 @@ def resolve_database_url(explicit: str | None) -> str:
 def _migrate(args: argparse.Namespace) -> int:
     url = resolve_database_url(args.database_url)
     try:
-        applied = migrate(url, include_all=args.include_all, progress=note)
+        applied = migrate(url, include_all=args.include_all, allow_changed=args.allow_changed, progress=note)
         seeded = apply_seed(url, progress=note) if args.seed else False
+    except ChangedMigrationError as error:
+        raise CliError(str(error), exit_code=2) from None
     except MigrationError as error:
         raise CliError(str(error)) from None
     except psycopg.OperationalError as error:
@@ -118,6 +131,9 @@ def register(commands: Any) -> None:
     status = db_commands.add_parser("status", help="running or stopped (exit 3 when stopped)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_status)
+    destroy = db_commands.add_parser("destroy", help="stop the server and delete its data, socket and log")
+    destroy.add_argument("--yes", action="store_true", help="confirm: every local database is deleted")
+    destroy.set_defaults(handler=_destroy)
     url = db_commands.add_parser("url", help="print the connection URL (exit 3 when stopped)")
     url.add_argument("--dbname", default="postgres", help="database name in the URL (default: postgres)")
     url.set_defaults(handler=_url)
@@ -132,6 +148,11 @@ def register(commands: Any) -> None:
     mig.add_argument("--seed", action="store_true", help="also load supabase/seed.sql (default policy)")
     mig.add_argument(
         "--include-all", action="store_true", help="apply local files older than the newest applied version"
+    )
+    mig.add_argument(
+        "--allow-changed",
+        action="store_true",
+        help="go on when an applied migration's file has changed since (default: refuse, exit 2)",
     )
     mig.add_argument("--json", action="store_true", help="machine-readable output")
     mig.set_defaults(handler=_migrate)

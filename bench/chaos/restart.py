@@ -43,7 +43,7 @@ def run(steps: int, workers: int = 4) -> dict[str, object]:
             tally = Tally.read(Path(folder))
         steps_by_status = statuses(url, "ops_mission_steps")
     finally:
-        server.stop()
+        server.destroy()
         shutil.rmtree(home, ignore_errors=True)
     lost = total - len(tally.executions)
     failures: list[str] = []
