@@ -7,7 +7,7 @@ from agent_ops.client import Ops, step
 from agent_ops.config import ConfigError, Secret, Settings
 from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError, PermissionDenied, TransportError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ConfigError",

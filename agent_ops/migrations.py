@@ -2,8 +2,11 @@
 
 The history lives in `supabase_migrations.schema_migrations (version, name, statements)`; a file is split
 into statements by the same rules as the Supabase CLI, each file runs in one transaction together with its
-history row, and only versions are compared. A database migrated by either tool is therefore up to date
-for the other.
+history row. A database migrated by either tool is therefore up to date for the other.
+
+Released migrations never change (supabase/migrations.lock). `supabase db push` compares versions only, so a
+file edited after a database applied it would silently never reach that database; `migrate` also compares
+the statements it recorded with the file and refuses such a database unless told to go on.
 """
 
 from __future__ import annotations
@@ -36,6 +39,19 @@ Progress = Callable[[str], None]
 
 class MigrationError(RuntimeError):
     """A migration could not be applied; the message names the file and the failing statement."""
+
+
+class ChangedMigrationError(MigrationError):
+    """Applied migrations whose files changed since; the message names each file."""
+
+    def __init__(self, changed: list[MigrationFile]) -> None:
+        self.changed = changed
+        names = ", ".join(m.path.name for m in changed)
+        super().__init__(
+            f"applied migration(s) changed since this database applied them: {names}. A released migration must "
+            "never change: restore the file and put the change in a new migration (`create or replace`). "
+            "Pass --allow-changed to migrate anyway; the database keeps what it applied."
+        )
 
 
 @dataclass(frozen=True)
@@ -130,10 +146,25 @@ def _ensure_history(conn: psycopg.Connection) -> None:
 
 
 def applied_versions(conn: psycopg.Connection) -> list[str]:
+    return list(applied_statements(conn))
+
+
+def applied_statements(conn: psycopg.Connection) -> dict[str, list[str] | None]:
+    """Each applied version with the statements recorded for it (None where a repair wrote no statements)."""
     exists = conn.execute("select to_regclass('supabase_migrations.schema_migrations') is not null").fetchone()
     if not exists or not exists[0]:
-        return []
-    return [row[0] for row in conn.execute("select version from supabase_migrations.schema_migrations order by 1")]
+        return {}
+    rows = conn.execute("select version, statements from supabase_migrations.schema_migrations order by 1")
+    return {version: statements for version, statements in rows}
+
+
+def changed_migrations(local: list[MigrationFile], applied: dict[str, list[str] | None]) -> list[MigrationFile]:
+    """Local files whose statements differ from what the database recorded when it applied them."""
+    return [
+        m
+        for m in local
+        if m.version in applied and applied[m.version] is not None and applied[m.version] != m.statements
+    ]
 
 
 def _error_line(migration: MigrationFile, statement: str, error: psycopg.Error) -> str:
@@ -185,15 +216,26 @@ def migrate(
     directory: Path | None = None,
     *,
     include_all: bool = False,
+    allow_changed: bool = False,
     progress: Progress = lambda _m: None,
 ) -> list[MigrationFile]:
-    """Apply pending migrations in version order, each in its own transaction. Returns what was applied."""
+    """Apply pending migrations in version order, each in its own transaction. Returns what was applied.
+
+    Refuses (ChangedMigrationError) when an applied file no longer matches what was applied, unless
+    `allow_changed`, which only reports it through `progress`.
+    """
     local = list_migrations(directory)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
         try:
             _ensure_history(conn)
-            remote = applied_versions(conn)
+            recorded = applied_statements(conn)
+            remote = list(recorded)
+            changed = changed_migrations(local, recorded)
+            if changed and not allow_changed:
+                raise ChangedMigrationError(changed)
+            for migration in changed:
+                progress(f"warning: {migration.path.name} changed since it was applied; the database keeps the old one")
             local_versions = {m.version for m in local}
             unknown = [v for v in remote if v not in local_versions]
             if unknown:

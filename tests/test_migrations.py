@@ -9,8 +9,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from agent_ops.migrations import MigrationError, apply_seed, list_migrations, migrate, split_statements
+from agent_ops.migrations import (
+    ChangedMigrationError,
+    MigrationError,
+    apply_seed,
+    list_migrations,
+    migrate,
+    split_statements,
+)
 from tests.conftest import ROOT
+from tests.test_cli import cli
 
 MIGRATIONS = ROOT / "supabase" / "migrations"
 
@@ -121,3 +129,44 @@ def test_seed_runs_once_per_content_and_keeps_edited_policy(db_url: str, tmp_pat
         assert apply_seed(db_url, changed) is True
         value = conn.execute("select value from public.ops_policy where key = 'system'").fetchone()
     assert value == ({"enabled": False},)
+
+
+def test_an_applied_migration_that_changed_is_refused_by_name(empty_db_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "20990101000000_first.sql").write_text("create table public.first_one (id int);")
+    edited = folder / "20990101000100_second.sql"
+    edited.write_text("create table public.second_one (id int);")
+    migrate(empty_db_url, folder)
+    # White space between statements is not recorded, so it is no change; a changed statement is.
+    edited.write_text("\n\ncreate table public.second_one (id int);\n\n")
+    assert migrate(empty_db_url, folder) == []
+    edited.write_text("create table public.second_one (id bigint);")
+    (folder / "20990101000200_third.sql").write_text("create table public.third_one (id int);")
+    with pytest.raises(ChangedMigrationError) as raised:
+        migrate(empty_db_url, folder)
+    assert [m.path.name for m in raised.value.changed] == [edited.name]
+    assert edited.name in str(raised.value)
+    assert "--allow-changed" in str(raised.value)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("select to_regclass('public.third_one')").fetchone() == (None,), "nothing applied"
+
+    notes: list[str] = []
+    applied = migrate(empty_db_url, folder, allow_changed=True, progress=notes.append)
+    assert [m.path.name for m in applied] == ["20990101000200_third.sql"]
+    assert any(edited.name in n and "changed" in n for n in notes)
+
+
+def test_the_cli_exits_2_naming_a_changed_migration(empty_db_url: str, tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    folder = checkout / "supabase" / "migrations"
+    folder.mkdir(parents=True)
+    edited = folder / "20990101000000_only.sql"
+    edited.write_text("create table public.only_one (id int);")
+    assert cli("migrate", "--database-url", empty_db_url, cwd=checkout).returncode == 0
+    edited.write_text("create table public.only_one (id int, note text);")
+    refused = cli("migrate", "--database-url", empty_db_url, cwd=checkout)
+    assert refused.returncode == 2
+    assert edited.name in refused.stderr
+    allowed = cli("migrate", "--database-url", empty_db_url, "--allow-changed", cwd=checkout)
+    assert allowed.returncode == 0, allowed.stderr
