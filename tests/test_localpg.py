@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,17 +91,32 @@ def test_as_root_the_data_belongs_to_the_postgres_user(scratch_home: Path) -> No
     assert owner == pwd.getpwnam("postgres").pw_uid
 
 
-def as_ordinary_user(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as the unprivileged `postgres` user through the system Python (the venv's interpreter
-    may sit under /root, which that user cannot reach), importing our code and the venv's packages."""
+@pytest.fixture
+def reachable_copy() -> Iterator[Path]:
+    """Our code and the venv's packages where an ordinary user can read them, even when the checkout is in
+    a folder only root may enter (a clone under /root): hard links, so nothing is copied."""
+    folder = Path(tempfile.mkdtemp(prefix="agent-ops-user-", dir="/var/tmp"))
+    folder.chmod(0o755)
     site_packages = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    for source, name in ((ROOT / "agent_ops", "agent_ops"), (site_packages, "site-packages")):
+        subprocess.run(["cp", "-al", str(source), str(folder / name)], check=True, timeout=120)
+    home = folder / "home"
+    home.mkdir()
+    shutil.chown(home, "postgres", "postgres")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def as_ordinary_user(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as the unprivileged `postgres` user through the system Python (the venv's interpreter
+    may sit under /root, which that user cannot reach)."""
     return subprocess.run(
         ["runuser", "-u", "postgres", "--", SYSTEM_PYTHON, "-m", "agent_ops.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, **env, "PYTHONPATH": f"{ROOT}:{site_packages}"},
+        env={**os.environ, "AGENT_OPS_HOME": str(copy / "home"), "PYTHONPATH": f"{copy}:{copy / 'site-packages'}"},
         cwd="/",
     )
 
@@ -112,22 +128,17 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 @pytest.mark.skipif(
     not Path(SYSTEM_PYTHON).exists() or not (ROOT / ".venv").exists(), reason="needs the system python3 and .venv"
 )
-def test_an_ordinary_user_runs_it_without_runuser() -> None:
-    home = ROOT / ".agent-ops" / "scratch" / f"user-{uuid.uuid4().hex[:8]}"
-    home.mkdir(parents=True)
-    shutil.chown(home, "postgres", "postgres")
-    env = {"AGENT_OPS_HOME": str(home)}
+def test_an_ordinary_user_runs_it_without_runuser(reachable_copy: Path) -> None:
     try:
-        started = as_ordinary_user("db", "start", env=env)
+        started = as_ordinary_user(reachable_copy, "db", "start")
         assert started.returncode == 0, started.stderr
         assert started.stdout.strip().startswith("postgresql://postgres@127.0.0.1:")
-        status = as_ordinary_user("db", "status", "--json", env=env)
+        status = as_ordinary_user(reachable_copy, "db", "status", "--json")
         assert status.returncode == 0, status.stderr
         assert '"running": true' in status.stdout
-        assert (home / "pgdata").stat().st_uid == pwd.getpwnam("postgres").pw_uid
+        assert (reachable_copy / "home" / "pgdata").stat().st_uid == pwd.getpwnam("postgres").pw_uid
     finally:
-        stopped = as_ordinary_user("db", "stop", env=env)
-        shutil.rmtree(home, ignore_errors=True)
+        stopped = as_ordinary_user(reachable_copy, "db", "stop")
     assert stopped.returncode == 0, stopped.stderr
 
 
@@ -150,7 +161,9 @@ def test_status_and_url_report_a_stopped_server_with_exit_3(tmp_path: Path) -> N
 
 
 def test_the_project_server_url_is_printed_for_scripts() -> None:
-    url = cli("db", "url", env={"AGENT_OPS_HOME": str(ROOT / ".agent-ops")})
+    url = subprocess.run(
+        [AGENT_OPS, "db", "url"], capture_output=True, text=True, timeout=60, check=False, env=clean_env(), cwd=ROOT
+    )
     assert url.returncode == 0
     with psycopg.connect(url.stdout.strip()) as conn:
         assert conn.execute("show cron.database_name").fetchone() == ("postgres",)
