@@ -88,7 +88,7 @@ def api(db_url: str) -> Any:
 
 
 def test_rpc_surface_names_parameters_and_attributes(conn: psycopg.Connection) -> None:
-    """'public schema; exact names; snake_case named parameters; no overloads ... VOLATILE, set search_path = '',
+    """'public schema; exact names; snake_case named parameters; no overloads ... VOLATILE, set search_path = pg_catalog, pg_temp,
     SECURITY DEFINER owned by the migration owner, EXECUTE revoked from public/anon/authenticated and granted to
     service_role only.'"""
     found = rows(
@@ -119,8 +119,8 @@ def test_rpc_surface_names_parameters_and_attributes(conn: psycopg.Connection) -
             problems.append(f"{name}: not SECURITY DEFINER")
         if volatile != "v":
             problems.append(f"{name}: not VOLATILE")
-        if not any(c.replace('"', "").replace(" ", "") in ("search_path=", "search_path=''") for c in config):
-            problems.append(f"{name}: search_path not set to '' ({config})")
+        if list(config) != ["search_path=pg_catalog, pg_temp"]:
+            problems.append(f"{name}: search_path not pg_catalog, pg_temp ({config})")
         if owner != "postgres":
             problems.append(f"{name}: owned by {owner}")
         if result != "jsonb":

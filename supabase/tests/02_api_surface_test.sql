@@ -1,4 +1,4 @@
--- The RPC surface: exact names, no overloads, SECURITY DEFINER + VOLATILE + search_path = '', EXECUTE for
+-- The RPC surface: exact names, no overloads, SECURITY DEFINER + VOLATILE + search_path = pg_catalog, pg_temp, EXECUTE for
 -- service_role only; internals unreachable; service_role cannot write any table while the functions work.
 begin;
 select plan(13);
@@ -27,8 +27,8 @@ select is((select count(*)::int from pg_proc p join reads on reads.name = p.pron
   'the read functions are STABLE');
 select is((select count(*)::int from pg_proc p
             where p.pronamespace in ('public'::regnamespace, 'ops_internal'::regnamespace)
-              and not coalesce('search_path=""' = any (p.proconfig), false)), 0,
-  'every function sets search_path to empty');
+              and p.proconfig is distinct from array['search_path=pg_catalog, pg_temp']), 0,
+  'every function sets search_path = pg_catalog, pg_temp (pg_temp last: see 17_search_path_hijack_test)');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
             and has_function_privilege('service_role', p.oid, 'execute')), 26, 'service_role may execute every RPC');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
