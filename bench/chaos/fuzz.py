@@ -6,8 +6,10 @@ Each example calls one RPC as `service_role` with named arguments, some omitted 
 drawn from: SQL NULL; arbitrary JSON; near-valid documents (the real keys with good, wrong-typed and
 random values: proposals, steps, events, every policy key); domain words (statuses, kinds, policy keys);
 arbitrary text; ids of rows that exist and of rows that do not; the whole range of the argument's integer
-type. The property: a JSON result, or an error with SQLSTATE PT400 (invalid input), PT404 (not found)
-or PT409 (conflict), and after an error the row count of every ops_* table exactly as before.
+type; and, inside any JSON value, documents nested 60 to 3,000 levels deep. The property: a JSON result, or
+an error with SQLSTATE PT400 (invalid input), PT404 (not found) or PT409 (conflict), and after an error the
+row count of every ops_* table exactly as before. After the run no JSON column of any ops_* table holds
+anything nested deeper than the documented 64 levels.
 
 Not generated: NUL characters and lone surrogates in text, and integers outside the declared type. Postgres
 refuses those while decoding the call, before any function runs (PostgREST answers 400 for them).
@@ -16,6 +18,7 @@ refuses those while decoding the call, before any function runs (PostgREST answe
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +57,36 @@ texts = st.one_of(st.sampled_from(WORDS), text, st.from_regex(r"[a-z][a-z0-9_:.-
 ids = st.one_of(st.integers(-3, 60), st.integers(-(2**63), 2**63 - 1))
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), texts,
                          st.floats(allow_nan=False, allow_infinity=False), ids)  # fmt: skip
+
+
+# Python's json module cannot write (or read) thousands of levels, so a deep document travels as a marker
+# string that `dumps` replaces with its text.
+DEEP_MARKER = re.compile(r'"\\u0001deep:(\d+):([ao])\\u0001"')
+
+
+def nested(levels: int, objects: bool) -> str:
+    return f"\x01deep:{levels}:{'o' if objects else 'a'}\x01"
+
+
+def dumps(value: Any) -> str:
+    def deep(match: re.Match[str]) -> str:
+        levels = int(match.group(1))
+        opening, closing = ('{"k": ', "}") if match.group(2) == "o" else ("[", "]")
+        return opening * levels + "0" + closing * levels
+
+    return DEEP_MARKER.sub(deep, json.dumps(value))
+
+
+def as_jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=dumps)
+
+
+# Around the limit, and the 12 KiB payload of 3,000 arrays that once broke every Python reader.
+deep_json = st.builds(nested, st.sampled_from([60, 63, 64, 65, 66, 200, 3000]) | st.integers(60, 3000), st.booleans())
 json_values = st.recursive(
-    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4), max_leaves=12
+    json_scalars | deep_json,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=12,
 )
 
 
@@ -149,7 +180,7 @@ policy_values = st.one_of(
 policy_pairs = st.one_of(
     *(st.fixed_dictionaries({
         "key": st.just(key), "value": near(st.fixed_dictionaries(required, optional=optional),
-                                           {**required, **optional}).map(Jsonb),
+                                           {**required, **optional}).map(as_jsonb),
         "updated_by": agent_ids})
       for key, (required, optional) in POLICIES.items()),
 )  # fmt: skip
@@ -165,7 +196,7 @@ def strategy(name: str, sql_type: str) -> st.SearchStrategy[Any]:
     """Values for one argument; None is SQL NULL."""
     if sql_type == "jsonb":
         document = st.one_of(JSON_ARGUMENTS.get(name, json_values), json_values)
-        return st.none() | document.map(Jsonb)
+        return st.none() | document.map(as_jsonb)
     if sql_type in INT_RANGES:
         low, high = INT_RANGES[sql_type]
         return st.none() | st.integers(-3, 60) | st.integers(low, high)
@@ -219,6 +250,8 @@ def fuzz(rpc: Rpc, conn: psycopg.Connection, examples: int, derandomize: bool, t
         except psycopg.Error as error:
             state = error.sqlstate or "none"
             tally[state] = tally.get(state, 0) + 1
+            if "levels deep" in str(error):
+                tally["too_deep"] = tally.get("too_deep", 0) + 1  # of the PT400s: refused for their nesting
             if state not in ALLOWED:
                 raise ChaosFailure(f"{rpc.name} raised {state}: {error}") from error
             if not str(error).strip():
@@ -235,6 +268,24 @@ def fuzz(rpc: Rpc, conn: psycopg.Connection, examples: int, derandomize: bool, t
         json.dumps(row[0])
 
     property_holds()
+
+
+JSON_COLUMNS = """
+select c.relname, a.attname from pg_attribute a join pg_class c on c.oid = a.attrelid
+ where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and c.relname like 'ops\\_%'
+   and a.atttypid = 'jsonb'::regtype and a.attnum > 0 and not a.attisdropped
+"""
+
+
+def stored_too_deep(conn: psycopg.Connection) -> dict[str, int]:
+    """Rows per `table.column` whose JSON nests deeper than ops_internal.max_json_depth()."""
+    found: dict[str, int] = {}
+    for table, column in conn.execute(JSON_COLUMNS.encode()).fetchall():
+        query = f'select count(*) from public."{table}" where ops_internal.json_too_deep("{column}")'  # noqa: S608
+        count = conn.execute(query.encode()).fetchone()
+        if count and count[0]:
+            found[f"{table}.{column}"] = int(count[0])
+    return found
 
 
 def run(examples: int, derandomize: bool = True) -> dict[str, object]:
@@ -255,11 +306,15 @@ def run(examples: int, derandomize: bool = True) -> dict[str, object]:
                     fuzz(rpc, conn, examples, derandomize, tally)
                 except ChaosFailure as error:
                     failures.append(str(error).splitlines()[0])
+        with psycopg.connect(url, autocommit=True) as owner:
+            too_deep = stored_too_deep(owner)
     totals: dict[str, int] = {}
     for tally in tallies.values():
         for state, count in tally.items():
             totals[state] = totals.get(state, 0) + count
     check(failures, len(tallies) >= 20, f"only {len(tallies)} RPCs found")
-    figures = {"rpcs": len(tallies), "calls": sum(totals.values()), "outcomes": totals}
+    check(failures, not too_deep, f"JSON nested deeper than the limit was stored: {too_deep}")
+    calls = sum(count for outcome, count in totals.items() if outcome != "too_deep")
+    figures = {"rpcs": len(tallies), "calls": calls, "outcomes": totals}
     verdict("R6", failures)
     return figures
