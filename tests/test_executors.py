@@ -87,11 +87,33 @@ def ops_emit_refusing() -> Any:
     return emit
 
 
+HUGE = 50 * 1024 * 1024
+
+
 class Recorder(BaseHTTPRequestHandler):
-    """A local HTTP peer: /ok, /teapot (418), /busy (503), /slow, /v1/chat/completions (OpenAI-compatible)."""
+    """A local HTTP peer: /ok, /teapot (418), /busy (503), /slow, /v1/chat/completions (OpenAI-compatible),
+    /huge (50 MiB streamed, chunked) and /huge-declared (50 MiB with its Content-Length)."""
 
     protocol_version = "HTTP/1.1"
     requests: ClassVar[list[dict[str, Any]]] = []
+    sent: ClassVar[list[int]] = []  # bytes of body each /huge* reply managed to write
+
+    def _stream_huge(self, declared: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length" if declared else "Transfer-Encoding", str(HUGE) if declared else "chunked")
+        self.end_headers()
+        chunk, written = b"x" * 65536, 0
+        try:
+            while written < HUGE:
+                self.wfile.write(chunk if declared else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                written += len(chunk)
+            if not declared:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the client hung up: that is the point
+        finally:
+            Recorder.sent.append(written)
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -113,6 +135,9 @@ class Recorder(BaseHTTPRequestHandler):
         Recorder.requests.append(
             {"path": self.path, "method": self.command, "body": body, "auth": self.headers.get("Authorization")}
         )
+        if self.path.startswith("/huge"):
+            self._stream_huge(declared=self.path == "/huge-declared")
+            return
         if self.path == "/slow":
             time.sleep(2)
         if self.path.endswith("/chat/completions"):
@@ -151,6 +176,7 @@ def peer() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     Recorder.requests = []
+    Recorder.sent = []
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -172,6 +198,36 @@ def test_http_calls_allowed_hosts_and_classifies_failures(peer: str) -> None:
         http(context({"url": "http://example.com/hook"}))
     with pytest.raises(PermanentError, match=r"payload\.url is required"):
         http(context({}))
+
+
+def test_http_streams_the_response_and_fails_for_good_past_the_byte_cap(peer: str) -> None:
+    cap = 1024 * 1024
+    http = http_executor(["127.0.0.1"], max_timeout=10.0, max_response_bytes=cap)
+    with pytest.raises(PermanentError, match=r"GET 127\.0\.0\.1: response body larger than 1048576 bytes"):
+        http(context({"url": f"{peer}/huge"}))
+    deadline = time.monotonic() + 10
+    while not Recorder.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The client hung up after about the cap: the server could not write the 50 MiB (socket buffers aside).
+    assert Recorder.sent, "the server finished (or gave up) writing"
+    assert Recorder.sent[0] < 16 * 1024 * 1024
+    with pytest.raises(PermanentError, match="WORKER_HTTP_MAX_RESPONSE_BYTES"):
+        http(context({"url": f"{peer}/huge-declared"}))
+    assert http(context({"url": f"{peer}/ok"}))["status"] == 200, "a body under the cap is read as before"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Host", "host ", "Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",
+     "Transfer-Encoding", "Upgrade", "Content-Length"],
+)  # fmt: skip
+def test_http_refuses_host_and_hop_by_hop_headers(peer: str, header: str) -> None:
+    http = http_executor(["127.0.0.1"], max_timeout=1.0)
+    with pytest.raises(PermanentError, match=f"may not set {header.strip()}"):
+        http(context({"url": f"{peer}/ok", "headers": {header: "internal.example"}}))
+    with pytest.raises(PermanentError, match="line break"):
+        http(context({"url": f"{peer}/ok", "headers": {"X-Note": "a\r\nHost: internal.example"}}))
+    assert Recorder.requests == [], "nothing was sent"
 
 
 def test_llm_calls_an_openai_compatible_api(peer: str) -> None:
@@ -221,9 +277,12 @@ def test_worker_settings_from_the_environment() -> None:
             "WORKER_CONCURRENCY": "8",
             "WORKER_ALIASES": "crawl=sleep",
             "WORKER_HTTP_ALLOWED_HOSTS": "API.example.com",
+            "WORKER_HTTP_MAX_RESPONSE_BYTES": "2048",
             "LLM_API_KEY": "sk-secret",
         }
     )
+    assert settings.http_max_response_bytes == 2048
+    assert WorkerSettings.from_environ({}).http_max_response_bytes == 1024 * 1024
     assert (settings.worker_id, settings.kinds, settings.concurrency) == ("w-1", ["crawl", "analyze"], 8)
     assert settings.aliases == {"crawl": "sleep"}
     assert settings.http_allowed_hosts == ["api.example.com"]

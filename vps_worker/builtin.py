@@ -7,6 +7,7 @@ Executors that need configuration register only when it is there (an allow-list 
 from __future__ import annotations
 
 import json
+import time
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,13 @@ from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
 
 MAX_BODY_CHARS = 65536
+# The default of WORKER_HTTP_MAX_RESPONSE_BYTES: the largest output ops_complete_step accepts (1 MiB of JSON).
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+# Headers a payload may not set. Host picks the site behind a shared proxy or CDN (the URL's host is the one
+# the allow-list checked); the others are hop-by-hop or framing, which the HTTP client owns.
+FORBIDDEN_HEADERS = frozenset(
+    {"host", "connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length"}
+)
 
 
 def noop(ctx: StepContext) -> dict[str, Any]:
@@ -60,11 +68,50 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
     return False
 
 
-def http_executor(allowed_hosts: list[str], max_timeout: float) -> Executor:
+def request_headers(headers: Any) -> dict[str, str]:
+    """payload.headers, checked: strings only, no Host, hop-by-hop, Proxy-* or framing header, no line breaks."""
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise PermanentError("payload.headers must be an object of strings")
+    for name, value in headers.items():
+        lowered = name.strip().lower()
+        if lowered in FORBIDDEN_HEADERS or lowered.startswith("proxy-"):
+            raise PermanentError(f"payload.headers may not set {name.strip()} (routing, hop-by-hop or framing header)")
+        if any(c in name or c in value for c in "\r\n\0"):
+            raise PermanentError(f"payload.headers[{name.strip()!r}] holds a line break or NUL")
+    return headers
+
+
+def read_capped(response: httpx.Response, limit: int, deadline: float, ctx: StepContext, what: str) -> bytes:
+    """The body, streamed: fails for good past `limit` bytes (decoded), before reading any further."""
+    declared = response.headers.get("content-length", "")
+    too_large = PermanentError(f"{what}: response body larger than {limit} bytes (WORKER_HTTP_MAX_RESPONSE_BYTES)")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        # The client's timeout is per read: a slow drip of bytes must not hold the step past the whole timeout.
+        if time.monotonic() > deadline:
+            raise RetryableError(f"{what}: timed out reading the response")
+        if ctx.cancelled.is_set():
+            raise RetryableError(f"{what}: cancelled while reading the response")
+    return b"".join(chunks)
+
+
+def http_executor(
+    allowed_hosts: list[str], max_timeout: float, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+) -> Executor:
     """A webhook call described by the payload: {url, method?, headers?, json? | body?, timeout?}.
 
-    Only hosts on the allow-list (`WORKER_HTTP_ALLOWED_HOSTS`, `*.example.com` allowed) are called.
-    2xx succeeds; 429 and 5xx are retryable; any other status fails for good.
+    Only hosts on the allow-list (`WORKER_HTTP_ALLOWED_HOSTS`, `*.example.com` allowed) are called, and the
+    payload may not set Host, hop-by-hop (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade),
+    Proxy-* or Content-Length headers. The response is streamed: a body over `max_response_bytes`
+    (`WORKER_HTTP_MAX_RESPONSE_BYTES`, default 1 MiB) fails the step for good; JSON comes back decoded,
+    other text cut to 64 Ki characters. 2xx succeeds; 429 and 5xx are retryable; any other status fails for good.
     """
 
     def http(ctx: StepContext) -> dict[str, Any]:
@@ -79,11 +126,10 @@ def http_executor(allowed_hosts: list[str], max_timeout: float) -> Executor:
             raise PermanentError(f"host {parts.hostname} is not in WORKER_HTTP_ALLOWED_HOSTS")
         timeout = min(float(spec.get("timeout", max_timeout)), max_timeout)
         method = str(spec.get("method") or ("POST" if "json" in spec or "body" in spec else "GET")).upper()
-        headers = spec.get("headers") or {}
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise PermanentError("payload.headers must be an object of strings")
+        headers = request_headers(spec.get("headers") or {})
+        what = f"{method} {parts.hostname}"
         try:
-            response = httpx.request(
+            with httpx.stream(
                 method,
                 url,
                 headers=headers,
@@ -91,21 +137,25 @@ def http_executor(allowed_hosts: list[str], max_timeout: float) -> Executor:
                 content=spec.get("body") if "json" not in spec else None,
                 timeout=timeout,
                 follow_redirects=False,
-            )
+            ) as response:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    raise RetryableError(f"{what}: HTTP {status}")  # the body is not read at all
+                raw = read_capped(response, max_response_bytes, time.monotonic() + timeout, ctx, what)
+                encoding = response.encoding or "utf-8"
+                content_type = response.headers.get("content-type")
         except httpx.TimeoutException:
-            raise RetryableError(f"{method} {parts.hostname}: timed out after {timeout:g}s") from None
+            raise RetryableError(f"{what}: timed out after {timeout:g}s") from None
         except httpx.HTTPError as error:
-            raise RetryableError(f"{method} {parts.hostname}: {type(error).__name__}") from None
-        text = response.text[:MAX_BODY_CHARS]
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableError(f"{method} {parts.hostname}: HTTP {response.status_code}")
-        if not 200 <= response.status_code < 300:
-            raise PermanentError(f"{method} {parts.hostname}: HTTP {response.status_code}: {text[:200]}")
+            raise RetryableError(f"{what}: {type(error).__name__}") from None
+        text = raw.decode(encoding, errors="replace")[:MAX_BODY_CHARS]
+        if not 200 <= status < 300:
+            raise PermanentError(f"{what}: HTTP {status}: {text[:200]}")
         try:
-            body: Any = response.json()
-        except ValueError:
+            body: Any = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply for Python: keep it as text
             body = text
-        return {"status": response.status_code, "content_type": response.headers.get("content-type"), "body": body}
+        return {"status": status, "content_type": content_type, "body": body}
 
     return http
 
@@ -161,7 +211,9 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
 def builtin_executors(settings: WorkerSettings) -> dict[str, Executor]:
     executors: dict[str, Executor] = {"noop": noop, "echo": echo, "sleep": sleep, "emit_event": emit_event}
     if settings.http_allowed_hosts:
-        executors["http"] = http_executor(settings.http_allowed_hosts, settings.http_timeout)
+        executors["http"] = http_executor(
+            settings.http_allowed_hosts, settings.http_timeout, settings.http_max_response_bytes
+        )
     if find_spec("openai") is not None and (settings.llm_api_key or settings.llm_base_url):
         key = settings.llm_api_key.reveal() if settings.llm_api_key else None
         executors["llm"] = llm_executor(settings.llm_base_url, key, settings.llm_model, settings.http_timeout)
@@ -175,3 +227,5 @@ def json_output(value: Any) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as error:
         raise PermanentError(f"output is not JSON-serialisable: {error}") from None
+    except RecursionError:
+        raise PermanentError("output is nested too deeply to encode as JSON") from None

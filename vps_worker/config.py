@@ -60,6 +60,7 @@ class WorkerSettings:
     alive_file: str | None = None
     http_allowed_hosts: list[str] = field(default_factory=list)
     http_timeout: float = 30.0
+    http_max_response_bytes: int = 1024 * 1024  # larger bodies fail the http step for good
     llm_base_url: str | None = None
     llm_api_key: Secret | None = None
     llm_model: str = "gpt-4o-mini"
@@ -98,6 +99,9 @@ class WorkerSettings:
             alive_file=get("WORKER_ALIVE_FILE"),
             http_allowed_hosts=[h.lower() for h in _list(get("WORKER_HTTP_ALLOWED_HOSTS"))],
             http_timeout=_number("WORKER_HTTP_TIMEOUT", get("WORKER_HTTP_TIMEOUT"), 30.0, 0.1),
+            http_max_response_bytes=int(
+                _number("WORKER_HTTP_MAX_RESPONSE_BYTES", get("WORKER_HTTP_MAX_RESPONSE_BYTES"), 1024 * 1024, 1)
+            ),
             llm_base_url=get("LLM_BASE_URL") or get("OPENAI_BASE_URL"),
             llm_api_key=Secret(key) if key else None,
             llm_model=get("LLM_MODEL") or "gpt-4o-mini",
