@@ -1,12 +1,16 @@
 """Settings for agent_ops: arguments, then the environment, then a `.env` file.
 
 Secrets (database URL passwords, API keys, OPS_KEY) are wrapped in `Secret`, whose repr and str never show
-the value, so they cannot leak through logs, errors or tracebacks by accident.
+the value, so they cannot leak through logs, errors or tracebacks by accident. A `.env` that other users can
+read is still loaded, with a warning on stderr once per file, as ssh warns about a private key.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import stat
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -111,6 +115,7 @@ class Settings:
         source: dict[str, str] = {}
         dotenv_path = env_file or project_root() / ".env"
         if dotenv_path.exists():
+            warn_if_readable_by_others(dotenv_path)
             source.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
         source.update(os.environ if environ is None else environ)
 
@@ -139,6 +144,25 @@ class Settings:
             if given is not None:
                 values[name] = _coerce(name, given)
         return cls(**values)  # type: ignore[arg-type]
+
+
+_warned_about: set[Path] = set()
+
+
+def warn_if_readable_by_others(path: Path) -> None:
+    """One warning per file and process when anyone but its owner may read or write it (it holds secrets)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    resolved = path.resolve()
+    if mode & 0o077 == 0 or resolved in _warned_about:
+        return
+    _warned_about.add(resolved)
+    sys.stderr.write(
+        f"warning: {path} is accessible by other users (mode {mode:04o}) and holds secrets; "
+        f"run: chmod 600 {shlex.quote(str(path))}\n"
+    )
 
 
 def _coerce(name: str, value: object) -> object:

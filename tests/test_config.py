@@ -82,3 +82,26 @@ def test_secrets_never_show_in_reprs_or_messages(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load(tmp_path, {"DATABASE_URL": f"mysql://root:{PASSWORD}@h/x"})
     assert PASSWORD not in str(raised.value)
+
+
+def test_a_dotenv_others_can_read_is_loaded_with_one_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("OPS_KEY=from-a-shared-file\n")
+    env_file.chmod(0o644)
+    assert Settings.load(env_file=env_file, environ={}).ops_key == Secret("from-a-shared-file")
+    Settings.load(env_file=env_file, environ={})
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, "once per file, not per load"
+    assert str(env_file) in warnings[0]
+    assert "chmod 600" in warnings[0]
+    assert "from-a-shared-file" not in warnings[0]
+
+
+def test_a_private_dotenv_loads_silently(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("OPS_KEY=private\n")
+    env_file.chmod(0o600)
+    assert Settings.load(env_file=env_file, environ={}).ops_key == Secret("private")
+    assert capsys.readouterr().err == ""
