@@ -4,6 +4,9 @@ It lives in the project's state folder (`.agent-ops/`), listens on 127.0.0.1 onl
 next to its data, preloads pg_cron when the package is installed, and is made to look like a Supabase
 project (roles, `extensions` schema) by a local-only bootstrap that never enters `supabase/migrations/`.
 Postgres refuses to run as root, so under root every server command runs as the `postgres` system user.
+Other users of the machine get nothing: the socket sits in a folder only the server's user (and root) may
+enter, TCP needs a password generated at first start (SCRAM, kept mode 600 beside the data, and part of
+the URL `agent-ops db url` prints), and pg_hba.conf has no replication entries.
 When that user cannot enter the checkout (a clone under /root, or in a mode-700 folder), the data, socket
 and log move to a folder of their own under /var/lib/agent-ops, named after a hash of the state folder's
 path, so two checkouts never share one; `AGENT_OPS_HOME` is always taken as given.
@@ -18,15 +21,18 @@ import glob
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 
 from agent_ops.config import Secret, Settings
 from agent_ops.project import state_dir
@@ -39,6 +45,14 @@ PRELOAD_CANDIDATES = ("pg_cron", "pg_stat_statements")
 # Where the server's files go when the postgres system user cannot reach the checkout: persistent, unlike
 # /var/tmp, which systemd-tmpfiles empties of old files.
 EXTERNAL_ROOT = Path("/var/lib/agent-ops")
+
+# Written before every start, so an existing data directory is brought up to it too. Whoever reaches the
+# socket folder (mode 700) is the server's own user or root; everyone else must know the password.
+PG_HBA = """# agent-ops embedded server: rewritten by agent-ops at every start; no replication entries.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  trust
+host    all       all   127.0.0.1/32   scram-sha-256
+"""
 
 # Settings written once into postgresql.conf. Per-start settings (port, socket, preloads) are passed to
 # pg_ctl instead, so installing pg_cron later takes effect at the next start without a re-init.
@@ -85,11 +99,16 @@ class ServerStatus:
     data_dir: Path
     port: int | None = None
     pid: int | None = None
+    password: str | None = field(default=None, repr=False)
 
     def url(self, dbname: str = DATABASE) -> str:
         if not self.running or self.port is None:
             raise LocalPostgresError("the embedded PostgreSQL server is not running: run `agent-ops db start`")
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+        if self.password is None:
+            raise LocalPostgresError(
+                "the embedded server's password file cannot be read: only the user who started it (or root) may connect"
+            )
+        return f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{dbname}"
 
 
 def _candidate_bindirs() -> list[Path]:
@@ -261,6 +280,16 @@ class LocalPostgres:
         return self.server_home / "log" / "postgres.log"
 
     @property
+    def password_file(self) -> Path:
+        return self.server_home / "superuser.password"
+
+    def _password(self) -> str | None:
+        try:
+            return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    @property
     def _port_file(self) -> Path:
         return self.home / "port"
 
@@ -307,7 +336,7 @@ class LocalPostgres:
             return ServerStatus(running=False, data_dir=self.data_dir)
         if not _is_postgres_process(pid):
             return ServerStatus(running=False, data_dir=self.data_dir, pid=pid)
-        return ServerStatus(running=True, data_dir=self.data_dir, port=port, pid=pid)
+        return ServerStatus(running=True, data_dir=self.data_dir, port=port, pid=pid, password=self._password())
 
     def url(self, dbname: str = DATABASE) -> str:
         return self.status().url(dbname)
@@ -326,12 +355,13 @@ class LocalPostgres:
             self.server_home.chmod(0o700)
         for directory in (self.data_dir, self.socket_dir, self.log_file.parent):
             directory.mkdir(parents=True, exist_ok=True)
-        if not self.as_root:
-            self.data_dir.chmod(0o700)
-            return
-        for directory in (self.data_dir, self.socket_dir, self.log_file.parent):
-            shutil.chown(directory, user=SUPERUSER, group=SUPERUSER)
+        if self.as_root:
+            for directory in (self.data_dir, self.socket_dir, self.log_file.parent):
+                shutil.chown(directory, user=SUPERUSER, group=SUPERUSER)
         self.data_dir.chmod(0o700)
+        self.socket_dir.chmod(0o700)
+        if not self.as_root:
+            return
         probe = subprocess.run(
             self._as_server_user(["test", "-w", str(self.data_dir)]), capture_output=True, check=False
         )
@@ -367,8 +397,22 @@ class LocalPostgres:
         with conf.open("a") as handle:
             handle.write(SERVER_CONF)
 
+    def _secure(self) -> None:
+        """The password file (created once) and pg_hba.conf, both owned by the server user, mode 600."""
+        if self._password() is None:
+            self._write_private(self.password_file, secrets.token_urlsafe(24) + "\n")
+        self._write_private(self.data_dir / "pg_hba.conf", PG_HBA)
+
+    def _write_private(self, path: Path, content: str) -> None:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+        path.chmod(0o600)
+        if self.as_root:
+            shutil.chown(path, user=SUPERUSER, group=SUPERUSER)
+
     def _start_options(self, port: int) -> str:
-        options = [f"-p {port}", f"-k {self.socket_dir}"]
+        options = [f"-p {port}", f"-k {self.socket_dir}", "-c unix_socket_permissions=0700"]
         preload = [lib for lib in PRELOAD_CANDIDATES if self.binaries.has_library(lib)]
         if preload:
             options.append(f"-c shared_preload_libraries={','.join(preload)}")
@@ -391,6 +435,11 @@ class LocalPostgres:
         """Start the server if it is not running (a second start is a no-op) and apply the local bootstrap."""
         with self._exclusive():
             current = self.status()
+            if current.running and not self.password_file.exists():
+                # Started by a version that left TCP open to every local user: restart it secured.
+                progress("restarting the embedded server to require its password on TCP")
+                self._stop()
+                return self._start(progress)
             if current.running:
                 return current
             return self._start(progress)
@@ -398,6 +447,7 @@ class LocalPostgres:
     def _start(self, progress: Progress) -> ServerStatus:
         _ = self.binaries  # fail on missing PostgreSQL before touching any folder
         self.init(progress)
+        self._secure()
         if self._pid_file.exists():
             progress(f"removing stale pid file {self._pid_file}")
             self._pid_file.unlink(missing_ok=True)
@@ -430,11 +480,23 @@ class LocalPostgres:
         return status
 
     def bootstrap(self, status: ServerStatus) -> None:
-        """Apply the Supabase look-alike bootstrap to `postgres` and `template1`, so new databases get it too."""
-        sql = bootstrap_sql()
+        """Set the superuser's password, then apply the Supabase look-alike bootstrap to `postgres` and
+        `template1`, so new databases get it too. Through the socket: TCP needs the password being set."""
+        bootstrap = bootstrap_sql()
+        password = self._password()
+        if password is None:
+            raise LocalPostgresError(f"cannot read the server's password file {self.password_file}")
         for dbname in (DATABASE, "template1"):
-            with psycopg.connect(status.url(dbname), autocommit=True) as conn:
-                conn.execute(sql.encode())
+            with psycopg.connect(
+                host=str(self.socket_dir), port=status.port, user=SUPERUSER, dbname=dbname, autocommit=True
+            ) as conn:
+                conn.execute(bootstrap.encode())
+                if dbname == DATABASE:
+                    # authenticator (PostgREST's login role, which the tests' stand-in uses) shares it.
+                    for role in (SUPERUSER, "authenticator"):
+                        conn.execute(
+                            sql.SQL("alter role {} password {}").format(sql.Identifier(role), sql.Literal(password))
+                        )
 
     def stop(self, progress: Progress = lambda _m: None) -> bool:
         """Stop the server (fast shutdown: open sessions are disconnected). False when it was not running."""
@@ -442,10 +504,11 @@ class LocalPostgres:
             if not self.status().running:
                 return False
             progress("stopping PostgreSQL")
-            self._run(
-                [self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], "pg_ctl stop"
-            )
+            self._stop()
             return True
+
+    def _stop(self) -> None:
+        self._run([self.binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
     def restart(self, progress: Progress = lambda _m: None) -> ServerStatus:
         self.stop(progress)

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -26,15 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER = LocalPostgres(ROOT / ".agent-ops").start()
 
 
-def _load_schema(host: str, port: int, user: str, dbname: str, **_: object) -> None:
-    url = f"postgresql://{user}@{host}:{port}/{dbname}"
+def server_url(user: str, password: str | None, host: str, port: int | str, dbname: str) -> str:
+    """A URL for the embedded server; its password is generated at first start (agent_ops.localpg)."""
+    secret = f":{quote(password, safe='')}" if password else ""
+    return f"postgresql://{user}{secret}@{host}:{port}/{dbname}"
+
+
+def _load_schema(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
+    url = server_url(user, password, host, port, dbname)
     migrate(url, ROOT / "supabase" / "migrations")
     apply_seed(url, ROOT / "supabase" / "seed.sql")
 
 
 # One template per test session, so parallel sessions (two terminals, helpers) never collide.
 postgresql_noproc = factories.postgresql_noproc(
-    host="127.0.0.1", port=SERVER.port, user="postgres", dbname=f"agent_ops_test_{os.getpid()}", load=[_load_schema]
+    host="127.0.0.1",
+    port=SERVER.port,
+    user="postgres",
+    password=SERVER.password,
+    dbname=f"agent_ops_test_{os.getpid()}",
+    load=[_load_schema],
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
@@ -43,7 +55,7 @@ postgresql = factories.postgresql("postgresql_noproc")
 def db_url(postgresql: psycopg.Connection) -> str:
     """A fresh, migrated and seeded database for this test only."""
     info = postgresql.info
-    return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    return server_url(info.user, info.password, info.host, info.port, info.dbname)
 
 
 @pytest.fixture

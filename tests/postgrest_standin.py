@@ -32,6 +32,7 @@ import jwt
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 JWT_SECRET = "agent-ops-standin-jwt-secret-at-least-32-bytes"
 
@@ -86,7 +87,8 @@ class StandIn:
 
     def __init__(self, db_url: str) -> None:
         self._owner_url = db_url
-        authenticator_url = db_url.replace("://postgres@", "://authenticator@", 1)
+        # PostgREST's login role; the embedded server gives it the superuser's password.
+        authenticator_url = make_conninfo(db_url, user="authenticator")
         self._pool = psycopg_pool.ConnectionPool(
             authenticator_url, min_size=1, max_size=32, kwargs={"autocommit": False}, open=True, name="standin"
         )

@@ -12,7 +12,7 @@ import pytest
 
 from agent_ops import Conflict, InvalidInput, NotFound, Ops, PermissionDenied, Secret, Settings, TransportError, step
 from agent_ops.models import ClaimedStep
-from tests.conftest import ROOT, direct_settings, rest_settings
+from tests.conftest import ROOT, direct_settings, rest_settings, server_url
 from tests.postgrest_standin import StandIn
 from tests.tcp_proxy import FlakyProxy
 
@@ -245,7 +245,8 @@ def losing_one_answer(transport_name: str, db_url: str, function: str) -> Iterat
     if transport_name == "direct":
         info = psycopg.conninfo.conninfo_to_dict(db_url)
         proxy = FlakyProxy(str(info["host"]), int(str(info["port"])))
-        with Ops(direct_settings(f"postgresql://postgres@127.0.0.1:{proxy.port}/{info['dbname']}")) as ops:
+        through_proxy = server_url("postgres", str(info["password"]), "127.0.0.1", proxy.port, str(info["dbname"]))
+        with Ops(direct_settings(through_proxy)) as ops:
             ops.status()  # a live pooled connection first, so only the armed call's answer is lost
             yield ops, proxy.drop_next_response
         proxy.close()

@@ -251,3 +251,62 @@ def test_an_explicit_agent_ops_home_is_never_moved(tmp_path: Path) -> None:
     assert "cannot reach" in result.stderr
     assert "AGENT_OPS_HOME" in result.stderr
     assert not external_home(private).exists()
+
+
+def psql_as(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", user, "--", "psql", "-w", "-X", "-At", *args, "-c", "select current_user"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=clean_env(PGCONNECT_TIMEOUT="5"),
+        cwd="/",
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_os_user_cannot_connect_and_the_tools_still_can(scratch_home: Path) -> None:
+    server = LocalPostgres(scratch_home)
+    status = server.start()
+    # The tools: the URL carries the password, and psql and psycopg connect with it.
+    url = status.url()
+    assert url.startswith("postgresql://postgres:")
+    assert "@127.0.0.1:" in url
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select current_user").fetchone() == ("postgres",)
+    assert (
+        subprocess.run(["psql", url, "-AtXc", "select 1"], capture_output=True, text=True, check=False).stdout == "1\n"
+    )
+    # Anyone else: TCP wants the password, the socket folder is closed, nothing to read it from.
+    tcp = psql_as("nobody", "-h", "127.0.0.1", "-p", str(status.port), "-U", "postgres", "-d", "postgres")
+    assert tcp.returncode != 0
+    assert "no password supplied" in tcp.stderr
+    socket_dir = psql_as("nobody", "-h", str(server.socket_dir), "-p", str(status.port), "-U", "postgres")
+    assert socket_dir.returncode != 0
+    assert "Permission denied" in socket_dir.stderr
+    assert stat.S_IMODE(server.socket_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(server.password_file.stat().st_mode) == 0o600
+    hba = [line.split() for line in (server.data_dir / "pg_hba.conf").read_text().splitlines()]
+    entries = [fields for fields in hba if fields and not fields[0].startswith("#")]
+    assert entries == [["local", "all", "all", "trust"], ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"]]
+    wrong = url.replace(url.split(":")[2].split("@")[0], "not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong).close()
+
+
+def test_a_server_started_before_passwords_is_restarted_secured(scratch_home: Path) -> None:
+    server = LocalPostgres(scratch_home)
+    server.start()
+    # As a server started by an earlier version: trust on TCP, no password file.
+    server.password_file.unlink()
+    (server.data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    notes: list[str] = []
+    status = LocalPostgres(scratch_home).start(progress=notes.append)
+    assert any("restarting" in note for note in notes)
+    assert server.password_file.exists()
+    with psycopg.connect(status.url()) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    bare = f"postgresql://postgres@127.0.0.1:{status.port}/postgres"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(bare, connect_timeout=5).close()

@@ -12,6 +12,7 @@ import psycopg
 
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import emit_json, note
+from agent_ops.config import redact_url
 from agent_ops.localpg import LocalPostgres, LocalPostgresError, PostgresNotInstalledError
 from agent_ops.migrations import ChangedMigrationError, MigrationError, apply_seed, migrate
 
@@ -72,7 +73,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(info)
     elif status.running:
-        print(f"running  pid {status.pid}  port {status.port}  data {status.data_dir}\n{info['url']}")
+        # The password stays off the screen; `db url` and --json print it for scripts.
+        print(f"running  pid {status.pid}  port {status.port}  data {status.data_dir}\n{redact_url(info['url'])}")
     else:
         print(f"stopped  data {status.data_dir}")
     return 0 if status.running else 3
