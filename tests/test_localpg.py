@@ -132,7 +132,7 @@ def test_an_ordinary_user_runs_it_without_runuser(reachable_copy: Path) -> None:
     try:
         started = as_ordinary_user(reachable_copy, "db", "start")
         assert started.returncode == 0, started.stderr
-        assert started.stdout.strip().startswith("postgresql://postgres@127.0.0.1:")
+        assert started.stdout.strip().startswith("postgresql://postgres:")
         status = as_ordinary_user(reachable_copy, "db", "status", "--json")
         assert status.returncode == 0, status.stderr
         assert '"running": true' in status.stdout
