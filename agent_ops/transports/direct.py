@@ -1,6 +1,8 @@
 """The direct transport: psycopg 3 with a psycopg_pool pool, calling the functions with named arguments.
 
 The local default, and an option for workers: one round trip per call and LISTEN/NOTIFY wake-ups.
+json and jsonb results are decoded by `agent_ops.jsonsafe`, so a row nested too deeply for Python comes
+back cut at `jsonsafe.MAX_DEPTH` instead of raising RecursionError.
 """
 
 from __future__ import annotations
@@ -14,13 +16,25 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.adapt import AdaptersMap
+from psycopg.types.json import Jsonb, set_json_loads
 
+from agent_ops import jsonsafe
 from agent_ops.config import Settings
 from agent_ops.errors import InvalidInput, OpsError, TransportError, error_class
 
 # Parameters of the ops_* functions that are jsonb (every other one maps naturally).
 JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
+
+
+def _adapters() -> AdaptersMap:
+    """psycopg's adapters with json/jsonb decoded by jsonsafe (only on agent_ops' own connections)."""
+    adapters = AdaptersMap(psycopg.adapters)
+    set_json_loads(jsonsafe.loads, adapters)
+    return adapters
+
+
+ADAPTERS = _adapters()
 
 
 def from_psycopg(error: psycopg.Error, function: str) -> OpsError:
@@ -51,6 +65,7 @@ class DirectTransport:
             "application_name": "agent-ops",
             # Server-side prepared statements break behind a transaction pooler (Supavisor :6543).
             "prepare_threshold": None,
+            "context": ADAPTERS,
         }
         self._pool = psycopg_pool.ConnectionPool(
             self._conninfo,

@@ -3,6 +3,10 @@
 The production path on Supabase. The client is built the way a server should use it: an explicit httpx
 timeout, no session persistence, no token refresh, and no retries of its own (agent_ops decides which
 calls are safe to repeat).
+
+supabase-py decodes answers with `json.loads`, which raises RecursionError on JSON nested thousands of
+levels deep (rows written before the SQL limited nesting). Such an answer, and one that decodes but is too
+deep for recursive consumers, is decoded again from the response body with `agent_ops.jsonsafe`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import ClientOptions, create_client
 
+from agent_ops import jsonsafe
 from agent_ops.config import Settings
 from agent_ops.errors import OpsError, TransportError, error_class
 
@@ -29,11 +34,12 @@ class PostgrestTransport:
     def __init__(self, settings: Settings) -> None:
         if settings.supabase_url is None or settings.supabase_key is None:
             raise ValueError("PostgrestTransport needs SUPABASE_URL and a service key (use Settings.validated())")
-        # postgrest-py's APIError carries no HTTP status; remember it per thread to tell 5xx from 4xx.
-        self._last_status = threading.local()
+        # postgrest-py's APIError carries no HTTP status, and a decoding failure loses the body: remember
+        # this thread's last response to tell 5xx from 4xx and to decode a too-deep body again.
+        self._last = threading.local()
         self._http = httpx.Client(
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            event_hooks={"response": [self._remember_status]},
+            event_hooks={"response": [self._remember_response]},
         )
         self._client = create_client(
             settings.supabase_url,
@@ -46,20 +52,31 @@ class PostgrestTransport:
             ),
         )
 
-    def _remember_status(self, response: httpx.Response) -> None:
-        self._last_status.code = response.status_code
+    def _remember_response(self, response: httpx.Response) -> None:
+        self._last.response = response
 
     def call(self, function: str, params: Mapping[str, Any]) -> Any:
-        self._last_status.code = None
+        self._last.response = None
         try:
-            return self._client.rpc(function, dict(params)).execute().data
+            data = self._client.rpc(function, dict(params)).execute().data
+            response = self._last.response
+            if response is not None and jsonsafe.could_be_too_deep(response.content) and jsonsafe.too_deep(data):
+                data = jsonsafe.loads(response.content)
+        except RecursionError:
+            response = self._last.response
+            if response is None:
+                raise  # from encoding too-deep arguments, before any answer
+            data = jsonsafe.loads(response.content)  # read in full: supabase-py was decoding it
         except APIError as error:
-            status = getattr(self._last_status, "code", None)
-            raise self._map(error, status) from None
+            response = self._last.response
+            raise self._map(error, None if response is None else response.status_code) from None
         except httpx.TimeoutException:
             raise TransportError(f"{function}: timed out waiting for PostgREST") from None
         except httpx.HTTPError as error:
             raise TransportError(f"{function}: {type(error).__name__} talking to PostgREST") from None
+        finally:
+            self._last.response = None  # the body is not kept past the call
+        return data
 
     @staticmethod
     def _map(error: APIError, status: int | None) -> OpsError:
