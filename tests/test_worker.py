@@ -3,6 +3,7 @@ stop, database restart, circuit breaker, LISTEN wake-up."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,19 +11,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from agent_ops import Ops, step
 from agent_ops.localpg import LocalPostgres
 from agent_ops.migrations import apply_seed, migrate
 from tests.conftest import ROOT, direct_settings
+from tests.deep_json import plant
+from vps_worker.worker import NOTIFY_MIN_INTERVAL
 
-TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge"]
+TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge", "leaky"]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -63,13 +67,14 @@ class Workers:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: list[BinaryIO] = []
 
-    def start(self, worker_id: str, *args: str) -> subprocess.Popen[bytes]:
-        env = {
+    def start(self, worker_id: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("WORKER_", "SUPABASE_", "AGENT_OPS_"))},
             "DATABASE_URL": self.url,
             "TEST_RECORD_URL": self.url,
             "WORKER_ID": worker_id,
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         log = (self.logs / f"{worker_id}.log").open("wb")
         self._log_files.append(log)
@@ -86,7 +91,7 @@ class Workers:
                 "0.5",
                 *args,
             ],
-            env=env,
+            env=environment,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -275,6 +280,95 @@ def test_a_step_recovered_and_reclaimed_by_the_same_worker_is_a_new_run(
     for n in range(2):
         ops.propose("brain", f"after {n}", [step("alpha")])
     wait_for(lambda: scalar(conn, "select count(*) from test_executions where kind = 'alpha'") == 2, 10, "both slots")
+
+
+def one(conn: psycopg.Connection, query: str, *params: object) -> Any:
+    row = conn.execute(query.encode(), params).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_step_nested_too_deeply_fails_alone_at_its_first_attempt_and_its_batch_runs(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    deep = ops.propose("brain", "deep", [step("alpha")]).mission_id
+    independent = [step("alpha"), step("beta", depends_on=[])]
+    healthy = [ops.propose("brain", f"healthy {n}", independent).mission_id for n in range(2)]
+    bad = one(conn, "select id from ops_mission_steps where mission_id = %s", deep)
+    plant(conn, "ops_mission_steps", "payload", bad)  # as a row from before the SQL limited nesting
+    workers.start("worker-deep", "--concurrency", "8", "--kinds", "alpha,beta")
+    wait_for(lambda: scalar(conn, "select count(*) from ops_missions where finalized_at is not null") == 3, 20, "3")
+    assert scalar(conn, "select count(distinct reserved_at) from ops_mission_steps") == 1, "one batch claimed all 5"
+    failed = conn.execute("select status, attempt, last_error from ops_mission_steps where id = %s", (bad,)).fetchone()
+    assert failed == ("failed", 1, "step payload is nested deeper than the worker can decode (128 levels)")
+    for mission in healthy:
+        assert ops.mission(int(mission or 0)).status == "succeeded"
+    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded' and attempt = 1") == 4
+    assert scalar(conn, "select count(*) from test_executions") == 4, "each healthy step ran once, the bad one never"
+    assert ops.get_policy("worker:alpha").value is None, "bad data does not count against the kind's executor"
+
+
+def claims_counted(conn: psycopg.Connection) -> None:
+    """Count calls of the SQL functions (pg_stat_user_functions) in sessions opened from now on."""
+    conn.execute(sql.SQL("alter database {} set track_functions = 'all'").format(sql.Identifier(conn.info.dbname)))
+
+
+def claims_so_far(conn: psycopg.Connection, worker_id: str) -> int:
+    """ops_claim_next_step calls, once the worker's sessions have ended (a backend reports them as it exits)."""
+    sessions = "select count(*) from pg_stat_activity where application_name = 'agent-ops' and datname = %s"
+    wait_for(lambda: one(conn, sessions, conn.info.dbname) == 0, 10, f"{worker_id}'s sessions to end")
+    conn.execute("select pg_stat_clear_snapshot()")
+    calls = "select coalesce(sum(calls), 0) from pg_stat_user_functions where funcname = %s"
+    return int(one(conn, calls, "ops_claim_next_step"))
+
+
+@pytest.mark.parametrize("kind", ["alpha", "zeta"], ids=["served-kind", "other-kind"])
+def test_a_notify_flood_costs_at_most_one_claim_per_interval(
+    workers: Workers, conn: psycopg.Connection, db_url: str, kind: str
+) -> None:
+    claims_counted(conn)
+    worker = workers.start("worker-flooded", "--kinds", "alpha", "--poll-min", "60", "--poll-max", "60")
+    wait_for(lambda: "worker started" in workers.log("worker-flooded"), 20, "the worker")
+    time.sleep(1.0)  # idle now, its first claims done; no poll for a minute
+    started = time.monotonic()
+    with psycopg.connect(db_url, autocommit=True) as flood:
+        flood.execute("set role anon")  # any role may notify
+        for _ in range(100):  # 20,000 over about 2 s
+            with flood.pipeline():  # each its own transaction: Postgres folds repeats only within one
+                for _ in range(200):
+                    flood.execute("select pg_notify('ops_steps', %s)", (kind,))
+            time.sleep(0.02)
+    flooded = time.monotonic() - started
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    claims = claims_so_far(conn, "worker-flooded")
+    startup = 3  # after the start and when LISTEN begins
+    if kind == "alpha":
+        assert claims <= startup + (flooded + 0.5) / NOTIFY_MIN_INTERVAL + 3, f"{claims} claims in {flooded:.1f}s"
+    else:
+        assert claims <= startup, f"{claims} claims for notifications of a kind it does not serve"
+
+
+def test_errors_and_outputs_are_reported_without_the_worker_s_secrets(
+    workers: Workers, ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.set_policy("worker_policy", {"lease_seconds": 30, "max_attempts": 1, "backoff_base_seconds": 0}, "test")
+    key = "sk-test-0123456789abcdef"
+    failing = ops.propose("brain", "leaks in its error", [step("leaky")]).mission_id
+    succeeding = ops.propose("brain", "leaks in its output", [step("leaky", {"succeed": True})]).mission_id
+    workers.start("worker-leaky", "--kinds", "leaky", env={"LLM_API_KEY": key})
+    wait_for(lambda: scalar(conn, "select count(*) from ops_missions where finalized_at is not null") == 2, 20, "2")
+    error = one(conn, "select last_error from ops_mission_steps where mission_id = %s", failing)
+    assert error == (
+        "RuntimeError: upstream refused LLM_API_KEY=******** while connected to postgresql://u:********@h/db"
+    )
+    output = one(conn, "select output from ops_mission_steps where mission_id = %s", succeeding)
+    assert output == {"said": "used ********", "calls": [{"dsn": "postgresql://u:********@h/db", "key ********": True}]}
+    events = str(scalar(conn, "select jsonb_agg(to_jsonb(e))::text from ops_agent_events e"))
+    assert "step:failed" in events
+    assert "LLM_API_KEY=********" in events, "the step:failed event carries the redacted error"
+    for secret in (key, ":pw@"):
+        assert secret not in error + json.dumps(output) + events
 
 
 def test_sigterm_during_a_long_idle_poll_stops_at_once(workers: Workers) -> None:

@@ -79,3 +79,13 @@ def nan(ctx: StepContext) -> dict[str, float]:
 def huge(ctx: StepContext) -> dict[str, str]:
     record(ctx, "ran")
     return {"blob": "x" * (2 * 1024 * 1024)}
+
+
+@executor("leaky")
+def leaky(ctx: StepContext) -> dict[str, Any]:
+    """Quotes the worker's LLM key and a database URL with its password, as careless error messages do."""
+    record(ctx, "ran")
+    key = os.environ["LLM_API_KEY"]
+    if ctx.payload.get("succeed"):
+        return {"said": f"used {key}", "calls": [{"dsn": "postgresql://u:pw@h/db", f"key {key}": True}]}
+    raise RuntimeError(f"upstream refused LLM_API_KEY={key} while connected to postgresql://u:pw@h/db")

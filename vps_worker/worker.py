@@ -3,7 +3,11 @@
 - Claims up to its free slots in one call, runs the steps on their own threads, reports each result with
   the attempt-fenced `ops_complete_step` / `ops_fail_step`, and claims again at once while there is work.
 - Idle, it sleeps a jittered interval; on the direct transport a LISTEN on `ops_steps` wakes it as soon as
-  a step of its kinds is queued (polling stays as the fallback).
+  a step of its kinds is queued (polling stays as the fallback). Any role may NOTIFY on that channel, so
+  wake-ups are coalesced (at most one per NOTIFY_MIN_INTERVAL) and payloads naming other kinds are ignored.
+- A step whose payload or inputs are nested too deeply to decode (rows from before the SQL limited nesting)
+  fails for good at once; the steps claimed with it run as usual.
+- Errors and outputs are redacted (vps_worker.redact) before they are reported: they are shown to people.
 - Extends each lease every third of its length; when an extension says the lease is lost, or the lease has
   surely run out locally, that run is cancelled and its result discarded, never reported.
 - Transport errors are retried with capped exponential backoff (tenacity); outages are logged once each way;
@@ -32,6 +36,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
+from agent_ops import jsonsafe
 from agent_ops.client import Ops
 from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError, TransportError
 from agent_ops.models import ClaimedStep
@@ -39,6 +44,7 @@ from vps_worker.breaker import CircuitBreaker
 from vps_worker.builtin import json_output
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
+from vps_worker.redact import Redactor
 
 log = logging.getLogger("vps_worker")
 T = TypeVar("T")
@@ -47,6 +53,9 @@ T = TypeVar("T")
 BACKOFF = wait_exponential(multiplier=0.5, max=10) + wait_random(0, 0.5)
 SHUTDOWN_REASON = "worker shutdown"
 MAX_CLAIM = 100  # ops_claim_next_step's max_steps limit
+# NOTIFY-driven wake-ups are at most this far apart: a queued step waits at most this long for a claim,
+# and a flood of notifications (any role may send them) costs at most one claim per interval.
+NOTIFY_MIN_INTERVAL = 0.1
 RunKey = tuple[int, int]  # (step id, attempt)
 
 
@@ -111,6 +120,7 @@ class Worker:
         if len(self.kinds) > 200:
             raise ValueError("a worker can run at most 200 kinds (ops_claim_next_step's limit)")
         self.breaker = CircuitBreaker(ops, settings.worker_id)
+        self.redactor = Redactor.for_worker(ops.settings, settings)
         self.waker = Waker()
         self._running: dict[RunKey, RunningStep] = {}
         self._lock = threading.Lock()
@@ -347,24 +357,30 @@ class Worker:
         step = running.step
         outcome = "unreported"
         error: str | None = None
+        undecodable = too_deep_to_run(step)
         try:
             log.info("step started", extra={"fields": self._fields(running)})
             output: Any = None
             retryable = True
-            try:
-                output = json_output(self.executors[step.kind](running.context))
-            except PermanentError as failure:
-                error, retryable = str(failure) or type(failure).__name__, False
-            except RetryableError as failure:
-                error = str(failure) or type(failure).__name__
-            except BaseException as failure:  # anything an executor throws is a failed attempt
-                error = f"{type(failure).__name__}: {failure}"
-                log.debug("executor raised", exc_info=True)
+            if undecodable is not None:
+                error, retryable = undecodable, False
+            else:
+                try:
+                    output = self.redactor.json(json_output(self.executors[step.kind](running.context)))
+                except PermanentError as failure:
+                    error, retryable = str(failure) or type(failure).__name__, False
+                except RetryableError as failure:
+                    error = str(failure) or type(failure).__name__
+                except BaseException as failure:  # anything an executor throws is a failed attempt
+                    error = f"{type(failure).__name__}: {failure}"
+                    log.debug("executor raised", exc_info=True)
+                if error is not None:
+                    error = self.redactor.text(error)
             outcome = self._report(running, output, error, retryable)
         finally:
             # The breaker counts this run before the slot frees: otherwise the loop can claim the next step of a
-            # kind that this very failure is about to disable.
-            if outcome in ("succeeded", "failed", "retrying"):
+            # kind that this very failure is about to disable. Bad data is no fault of the kind's executor.
+            if outcome in ("succeeded", "failed", "retrying") and undecodable is None:
                 self.breaker.record(step.kind, success=outcome == "succeeded", error=error)
             with self._lock:
                 if self._running.get(running.key) is running:
@@ -467,10 +483,19 @@ class Worker:
                     self.waker.wake()  # steps may have been queued while we were not listening
                     while not self._stop.is_set():
                         if wanted.intersection(poll(1.0)):
-                            self.waker.wake()
+                            self._wake_coalesced(poll, wanted)
             except OpsError:
                 failures += 1
                 self._stop.wait(min(10.0, 0.5 * 2**failures))
+
+    def _wake_coalesced(self, poll: Callable[[float], list[str]], wanted: set[str]) -> None:
+        """Wake the loop now, then at most once per NOTIFY_MIN_INTERVAL while notifications of our kinds keep
+        coming: however many arrive in an interval, they make one wake-up, so one claim."""
+        self.waker.wake()
+        while not self._stop.wait(NOTIFY_MIN_INTERVAL):
+            if not wanted.intersection(_drain(poll)):
+                return
+            self.waker.wake()
 
     def _touch_alive(self) -> None:
         if self.settings.alive_file and time.monotonic() - self._last_touch > 1.0:
@@ -522,3 +547,24 @@ class Worker:
                 log.warning("could not hand back step %s (%s); it returns when its lease expires", step.id, error)
         finally:
             running.lock.release()
+
+
+def _drain(poll: Callable[[float], list[str]]) -> set[str]:
+    """The notifications already received, without waiting. Bounded in time: a sustained flood must not keep
+    the listener reading instead of waking the loop."""
+    payloads: set[str] = set()
+    deadline = time.monotonic() + NOTIFY_MIN_INTERVAL
+    while time.monotonic() < deadline:
+        batch = poll(0)
+        if not batch:
+            break
+        payloads.update(batch)
+    return payloads
+
+
+def too_deep_to_run(step: ClaimedStep) -> str | None:
+    """Why the step cannot run when its payload or inputs came back cut by jsonsafe (too deep to decode)."""
+    for name, value in (("payload", step.payload), ("inputs", step.inputs)):
+        if jsonsafe.contains_truncated(value):
+            return f"step {name} is nested deeper than the worker can decode ({jsonsafe.MAX_DEPTH} levels)"
+    return None
