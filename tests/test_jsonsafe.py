@@ -128,16 +128,17 @@ class PassThroughStandIn(StandIn):
 
     def __init__(self, db_url: str) -> None:
         super().__init__(db_url)
-        self._pool.close()
+        original = self._pool  # its server, role and credentials, whatever the stand-in uses
         self._pool = psycopg_pool.ConnectionPool(
-            db_url.replace("://postgres@", "://authenticator@", 1),
+            original.conninfo,
             min_size=1,
             max_size=8,
-            kwargs={"autocommit": False},
+            kwargs=original.kwargs,
             configure=self._raw_json,
             open=True,
             name="standin-raw",
         )
+        original.close()
 
     @staticmethod
     def _raw_json(conn: psycopg.Connection) -> None:
