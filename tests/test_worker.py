@@ -299,7 +299,7 @@ def test_a_step_nested_too_deeply_fails_alone_at_its_first_attempt_and_its_batch
     wait_for(lambda: scalar(conn, "select count(*) from ops_missions where finalized_at is not null") == 3, 20, "3")
     assert scalar(conn, "select count(distinct reserved_at) from ops_mission_steps") == 1, "one batch claimed all 5"
     failed = conn.execute("select status, attempt, last_error from ops_mission_steps where id = %s", (bad,)).fetchone()
-    assert failed == ("failed", 1, "step payload is nested deeper than the worker can decode (128 levels)")
+    assert failed == ("failed", 1, "payload nested deeper than the worker can decode (128 levels)")
     for mission in healthy:
         assert ops.mission(int(mission or 0)).status == "succeeded"
     assert scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded' and attempt = 1") == 4

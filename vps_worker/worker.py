@@ -566,5 +566,5 @@ def too_deep_to_run(step: ClaimedStep) -> str | None:
     """Why the step cannot run when its payload or inputs came back cut by jsonsafe (too deep to decode)."""
     for name, value in (("payload", step.payload), ("inputs", step.inputs)):
         if jsonsafe.contains_truncated(value):
-            return f"step {name} is nested deeper than the worker can decode ({jsonsafe.MAX_DEPTH} levels)"
+            return f"{name} nested deeper than the worker can decode ({jsonsafe.MAX_DEPTH} levels)"
     return None
