@@ -1,15 +1,20 @@
 """`agent-ops serve`: a small ASGI service with the seed's cron-hit endpoint.
 
 - `GET|POST /api/ops/heartbeat` runs one heartbeat (SQL plus Python plug-ins) and returns its JSON. It needs
-  `Authorization: Bearer <OPS_KEY>` (compared in constant time): 401 on a missing or wrong key, and 503 —
-  never open — while OPS_KEY is unset.
+  `Authorization: Bearer <OPS_KEY>` (compared in constant time): 401 on a missing or wrong key, 429 while the
+  client is throttled for wrong keys (agent_ops/throttle.py, shared with console sign-in), and 503 — never
+  open — while OPS_KEY is unset.
 - `GET /healthz` answers 200 while the process is up (`?db=1` also checks the database).
 - `/console/` is the ops console (agent_ops/console): sign in with CONSOLE_KEY, or OPS_KEY when unset.
+
+Every request body is capped before it is parsed (agent_ops/http_limits.py); every answer says
+`Cache-Control: no-store` and `X-Content-Type-Options: nosniff` unless it sets its own.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import socket
 import threading
 import time
@@ -18,16 +23,26 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_ops import __version__
 from agent_ops.client import Ops
 from agent_ops.console import ConsoleAccess, create_console
+from agent_ops.console.app import LARGER_BODIES
 from agent_ops.errors import OpsError
 from agent_ops.heartbeat import run_once
+from agent_ops.http_limits import BODY_TIMEOUT, FORM_BYTES, BodyLimit
+from agent_ops.throttle import KeyThrottle
 from agent_ops.triggers import PluginTrigger
+
+# Every answer, the JSON endpoints and static files included: nothing is cached by shared caches or the
+# browser, and nothing is content-sniffed into something executable.
+DEFAULT_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def bearer_token(request: Request) -> str | None:
@@ -44,14 +59,27 @@ def key_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def heartbeat_routes(ops: Ops, plugins: Sequence[PluginTrigger] = ()) -> list[BaseRoute]:
+def heartbeat_routes(
+    ops: Ops, plugins: Sequence[PluginTrigger] = (), throttle: KeyThrottle | None = None
+) -> list[BaseRoute]:
     ops_key = ops.settings.ops_key
+    guesses = throttle or KeyThrottle()
 
     async def heartbeat(request: Request) -> JSONResponse:
         if ops_key is None:
             return JSONResponse({"error": "OPS_KEY is not set: the heartbeat endpoint stays closed"}, status_code=503)
+        client = request.client.host if request.client else None
+        wait = guesses.wait(client)
+        if wait > 0:  # the key is not even looked at: a 429 must not tell a right guess from a wrong one
+            return JSONResponse(
+                {"error": f"too many wrong keys: try again in {wait:.0f} s"},
+                status_code=429,
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         if not key_matches(bearer_token(request), ops_key.reveal()):
+            guesses.failed(client)
             return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        guesses.succeeded(client)
         run = await run_in_threadpool(run_once, ops, plugins)
         return JSONResponse(run.to_json(), status_code=200 if run.error is None else 503)
 
@@ -71,21 +99,75 @@ def heartbeat_routes(ops: Ops, plugins: Sequence[PluginTrigger] = ()) -> list[Ba
     ]
 
 
-def create_app(ops: Ops, plugins: Sequence[PluginTrigger] = (), console: ConsoleAccess | None = None) -> Starlette:
-    """The heartbeat endpoint, /healthz and the console (its key from `console`, else from the settings)."""
+class DefaultHeaders:
+    """ASGI middleware: DEFAULT_HEADERS on every answer that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in DEFAULT_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(
+    ops: Ops,
+    plugins: Sequence[PluginTrigger] = (),
+    console: ConsoleAccess | None = None,
+    *,
+    throttle: KeyThrottle | None = None,
+    body_timeout: float = BODY_TIMEOUT,
+) -> Starlette:
+    """The heartbeat endpoint, /healthz and the console (its key from `console`, else from the settings).
+
+    One `throttle` counts wrong keys at the endpoint and at console sign-in alike.
+    """
+    guesses = throttle or KeyThrottle()
 
     async def home(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/console/", status_code=307)
 
-    routes = [*heartbeat_routes(ops, plugins), Mount("/console", app=create_console(ops, console)), Route("/", home)]
-    return Starlette(routes=routes)
+    routes = [
+        *heartbeat_routes(ops, plugins, guesses),
+        Mount("/console", app=create_console(ops, console, guesses)),
+        Route("/", home),
+    ]
+    larger = {f"/console{prefix}": limit for prefix, limit in LARGER_BODIES.items()}
+    middleware = [
+        Middleware(DefaultHeaders),
+        Middleware(BodyLimit, default=FORM_BYTES, larger=larger, timeout=body_timeout),
+    ]
+    return Starlette(routes=routes, middleware=middleware)
 
 
 class BackgroundServer:
-    """Serves an app from a thread on 127.0.0.1:`port` (when taken or 0: any free port), e.g. the demo's console."""
+    """Serves an app from a thread on 127.0.0.1:`port` (when taken or 0: any free port), e.g. the demo's console.
 
-    def __init__(self, app: Starlette, port: int = 0) -> None:
+    With the limits of `agent-ops serve` (agent_ops/http_server.py); X-Forwarded-For is believed only from
+    `forwarded_allow_ips`, never by default.
+    """
+
+    def __init__(
+        self,
+        app: Starlette,
+        port: int = 0,
+        *,
+        header_timeout: float | None = None,
+        forwarded_allow_ips: str | None = None,
+    ) -> None:
         import uvicorn  # noqa: PLC0415 - only servers need the ASGI server
+
+        from agent_ops.http_server import HEADER_TIMEOUT, server_config  # noqa: PLC0415 - imports uvicorn
 
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, not {port}")
@@ -93,7 +175,14 @@ class BackgroundServer:
             self._socket = socket.create_server(("127.0.0.1", port))
         except OSError:
             self._socket = socket.create_server(("127.0.0.1", 0))
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        config = server_config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            header_timeout=HEADER_TIMEOUT if header_timeout is None else header_timeout,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
 

@@ -6,6 +6,8 @@ The browser journey is in test_console_browser.py.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -19,7 +21,9 @@ import pytest
 
 from agent_ops import Ops, Secret, Settings, step
 from agent_ops.console import ConsoleAccess
+from agent_ops.console.app import POLICY_FORM_BYTES
 from agent_ops.server import BackgroundServer, create_app
+from agent_ops.throttle import KeyThrottle
 from tests.conftest import direct_settings
 
 KEY = "console-key-for-tests-only"
@@ -34,11 +38,17 @@ def ops(db_url: str) -> Iterator[Ops]:
         yield client
 
 
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
 @contextmanager
-def console(ops: Ops, key: str | None = KEY, **access: Any) -> Iterator[httpx.Client]:
+def console(
+    ops: Ops, key: str | None = KEY, forwarded_allow_ips: str | None = None, **access: Any
+) -> Iterator[httpx.Client]:
     """The app as `agent-ops serve` builds it, with the console key `key`; a client keeping its cookies."""
     app = create_app(ops, console=ConsoleAccess(Secret(key) if key else None, **access))
-    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    server = BackgroundServer(app, forwarded_allow_ips=forwarded_allow_ips)
+    with server, httpx.Client(base_url=server.url, timeout=10) as client:
         yield client
 
 
@@ -57,6 +67,11 @@ def csrf_in(html: str) -> str:
 def sign_in(client: httpx.Client, key: str = KEY, name: str = "ada", next_path: str = "") -> httpx.Response:
     token = csrf_in(client.get("/console/login").text)
     return client.post("/console/login", data={"csrf": token, "key": key, "name": name, "next": next_path})
+
+
+def sign_in_as(client: httpx.Client, key: str, headers: dict[str, str]) -> httpx.Response:
+    token = csrf_in(client.get("/console/login", headers=headers).text)
+    return client.post("/console/login", data={"csrf": token, "key": key}, headers=headers)
 
 
 def signed_in(client: httpx.Client) -> httpx.Client:
@@ -188,6 +203,43 @@ def test_wrong_keys_are_throttled_per_client(browser: httpx.Client) -> None:
     assert refused.status_code == 429
     assert "Too many wrong keys" in refused.text
     assert browser.get("/console/proposals").status_code == 303
+
+
+def test_a_throttled_client_is_refused_before_its_form_is_read(browser: httpx.Client) -> None:
+    for _ in range(5):
+        assert sign_in(browser, key="guess").status_code == 401
+    unread = browser.post("/console/login", content=b"csrf=" + b"&" * 60_000, headers=FORM)
+    assert unread.status_code == 429, "no CSRF check, no parsing: the throttle comes first"
+
+
+def test_forwarded_for_does_not_pick_a_new_client_unless_the_proxy_is_trusted(ops: Ops) -> None:
+    """uvicorn believed X-Forwarded-For from 127.0.0.1 by default: a local client rotating it was never throttled."""
+    with console(ops) as client:
+        codes = [sign_in_as(client, "guess", {"x-forwarded-for": f"203.0.113.{n}"}).status_code for n in range(1, 8)]
+        assert codes[:5] == [401] * 5
+        assert codes[5:] == [429, 429]
+    with console(ops, forwarded_allow_ips="127.0.0.1") as behind_proxy:
+        for _ in range(5):
+            assert sign_in_as(behind_proxy, "guess", {"x-forwarded-for": "203.0.113.1"}).status_code == 401
+        assert sign_in_as(behind_proxy, KEY, {"x-forwarded-for": "203.0.113.1"}).status_code == 429
+        assert sign_in_as(behind_proxy, KEY, {"x-forwarded-for": "203.0.113.2"}).status_code == 303, (
+            "behind a trusted proxy each forwarded client counts on its own"
+        )
+
+
+def test_wrong_keys_from_many_addresses_trip_the_global_cap(ops: Ops, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(ops, console=ConsoleAccess(Secret(KEY)), throttle=KeyThrottle(global_limit=3))
+    with BackgroundServer(app) as server:
+
+        def from_address(address: str, key: str) -> int:
+            transport = httpx.HTTPTransport(local_address=address)
+            with httpx.Client(base_url=server.url, transport=transport) as client:
+                return sign_in(client, key=key).status_code
+
+        with caplog.at_level(logging.WARNING, logger="agent_ops.throttle"):
+            assert [from_address(f"127.0.0.{n}", "guess") for n in (2, 3, 4)] == [401, 401, 401]
+            assert from_address("127.0.0.5", KEY) == 429, "a fresh address with the right key is refused"
+    assert any("key throttle tripped" in r.getMessage() for r in caplog.records)
 
 
 def test_actions_without_a_session_are_refused(browser: httpx.Client, ops: Ops, conn: psycopg.Connection) -> None:
@@ -433,6 +485,47 @@ def test_the_events_feed_returns_what_came_after_the_newest_row_shown(browser: h
     assert browser.get("/console/events/feed?after_id=x").status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("page", "parameter"),
+    [
+        ("/console/events/feed?after_id=99999999999999999999", "after_id"),
+        ("/console/events/feed?after_id=-99999999999999999999", "after_id"),
+        ("/console/missions/99999999999999999999", "mission_id"),
+    ],
+)
+def test_ids_beyond_bigint_are_refused_naming_the_parameter_not_the_sql(
+    browser: httpx.Client, page: str, parameter: str
+) -> None:
+    signed_in(browser)
+    for headers in ({}, {"x-console-fetch": "1"}):
+        response = browser.get(page, headers=headers)
+        assert response.status_code == 400, (page, headers)
+        assert f"{parameter} must be an integer" in response.text
+        assert "ops_" not in response.text, "no SQL function signature"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/proposals/99999999999999999999/approve",
+        "/console/proposals/99999999999999999999/reject",
+        "/console/missions/99999999999999999999/cancel",
+    ],
+)
+def test_actions_on_ids_beyond_bigint_are_refused_naming_the_parameter(browser: httpx.Client, path: str) -> None:
+    signed_in(browser)
+    response = browser.post(path, data={"csrf": token(browser)}, headers={"x-console-fetch": "1"})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(path.split("/")[2].rstrip("s") + "_id must be an integer")
+
+
+@pytest.mark.parametrize("name", ["console.js%00.css", "console.js%00", "%00", "..%2f..%2fauth.py"])
+def test_odd_static_names_are_not_found_not_errors(browser: httpx.Client, name: str) -> None:
+    response = browser.get(f"/console/static/{name}")
+    assert response.status_code == 404
+    assert "Traceback" not in response.text
+
+
 # --- policy and the kill switch ------------------------------------------------------------------------------------
 
 
@@ -467,6 +560,27 @@ def test_a_refused_policy_value_shows_the_reason_and_changes_nothing(
     assert message in response.text
     assert text.replace('"', "&#34;") in response.text, "the draft stays in the editor"
     assert ops.get_policy("max_active_missions").value == before
+
+
+def test_the_largest_policy_the_sql_accepts_fits_the_form_and_more_is_413(browser: httpx.Client, ops: Ops) -> None:
+    """100 reaction patterns, each payload at the SQL's 16384-byte limit in characters that form encoding
+    triples: about 5 MB on the wire, far over the 64 KiB other forms may send."""
+    pattern = {"source": "*", "tags": ["tweet"], "target": "brain", "type": "analyze", "probability": 0.5}
+    patterns = [
+        {**pattern, "name": f"p{n}", "cooldown": 1, "title": "ü" * 200, "payload": {"n": "é" * 8000}}
+        for n in range(100)
+    ]
+    value = json.dumps({"enabled": False, "patterns": patterns}, ensure_ascii=False)
+    signed_in(browser)
+    saved = browser.post("/console/policy/reaction_matrix", data={"csrf": token(browser), "value": value})
+    assert saved.status_code == 303, saved.text[:300]
+    assert len(ops.get_policy("reaction_matrix").value["patterns"]) == 100
+    too_much = browser.post(
+        "/console/policy/reaction_matrix", data={"csrf": token(browser), "value": value + " " * POLICY_FORM_BYTES}
+    )
+    assert too_much.status_code == 413
+    other_form = browser.post("/console/system", data={"csrf": token(browser), "reason": "x" * 70_000})
+    assert other_form.status_code == 413
 
 
 def test_the_kill_switch_is_on_every_page_and_stops_and_resumes(browser: httpx.Client, ops: Ops) -> None:

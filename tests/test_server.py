@@ -66,3 +66,29 @@ def test_healthz(serve: Callable[[str | None], str]) -> None:
     deep = httpx.get(f"{base}/healthz", params={"db": "1"})
     assert deep.status_code == 200
     assert deep.json()["database"] == {"system_enabled": True}
+
+
+def test_wrong_keys_at_the_endpoint_are_throttled_and_count_for_the_console_too(
+    serve: Callable[[str | None], str], conn: psycopg.Connection
+) -> None:
+    """Without CONSOLE_KEY the OPS_KEY opens the console: guesses at either count against the same client."""
+    base = serve(KEY)
+    for _ in range(5):
+        wrong = httpx.post(f"{base}/api/ops/heartbeat", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    refused = httpx.post(f"{base}/api/ops/heartbeat", headers={"Authorization": f"Bearer {KEY}"})
+    assert refused.status_code == 429, "even the right key: the 429 must not tell which guess was right"
+    assert int(refused.headers["retry-after"]) > 0
+    assert conn.execute("select count(*) from ops_action_runs").fetchone() == (0,)
+    with httpx.Client(base_url=base) as browser:
+        login = browser.get("/console/login").text
+        csrf = login.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        sign_in = browser.post("/console/login", data={"csrf": csrf, "key": KEY})
+        assert sign_in.status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/ops/heartbeat", "/console/static/console.css", "/nowhere"])
+def test_every_answer_is_no_store_and_nosniff(serve: Callable[[str | None], str], path: str) -> None:
+    response = httpx.get(f"{serve(KEY)}{path}")
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"

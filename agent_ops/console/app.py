@@ -3,7 +3,8 @@
 Server-rendered Jinja2 with autoescaping; a small script (static/console.js) adds in-place results for the
 proposal buttons, live events and mission refresh, and every page works without it. Every page and action
 needs a session (see auth.py); every form action checks the session's CSRF token. The console reaches the
-database only through `agent_ops.Ops`.
+database only through `agent_ops.Ops`. Ids in paths and queries are checked against Postgres's bigint before
+they reach it, so a refusal names the parameter, never a SQL signature.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,12 +32,22 @@ from starlette.staticfiles import StaticFiles
 from agent_ops.client import Ops
 from agent_ops.console.auth import NAME, SESSION_COOKIE, ConsoleAccess, Sessions, csrf_token, csrf_valid, operator
 from agent_ops.errors import NotFound, OpsError, TransportError
+from agent_ops.http_limits import FORM_BYTES
 from agent_ops.models import GatePreview
+from agent_ops.throttle import KeyThrottle
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
 MISSION_STATUSES = ("approved", "running", "succeeded", "failed", "cancelled")
+BIGINT_MAX = 2**63 - 1
+# The largest policy value ops_set_policy can accept with every list at its limit is a reaction_matrix of 100
+# patterns, each with a payload of up to 16384 bytes of JSON plus names, up to 20 tags and a 200-character
+# title: under 2 MiB. Form encoding can triple each byte (%XX), and the form carries its CSRF token besides.
+POLICY_VALUE_BYTES = 2 * 1024 * 1024
+POLICY_FORM_BYTES = 3 * POLICY_VALUE_BYTES + FORM_BYTES
+# Body caps above FORM_BYTES, by path prefix inside the console (see agent_ops/http_limits.py).
+LARGER_BODIES = {"/policy/": POLICY_FORM_BYTES}
 # Scripts and styles come only from /console/static: no inline code runs, whatever an event's text holds.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -84,11 +96,36 @@ templates.filters.update(time=_time, pretty=_json)
 templates.globals.update(duration=_duration)
 
 
+class BadParameter(ValueError):
+    """A path or query parameter the console refuses before calling the database (answered 400)."""
+
+
+def bigint(name: str, value: object, minimum: int = 1) -> int:
+    """`value` as an integer from `minimum` to Postgres's bigint maximum, else BadParameter naming `name`."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise BadParameter(f"{name} must be an integer") from None
+    if not minimum <= number <= BIGINT_MAX:
+        raise BadParameter(f"{name} must be an integer from {minimum} to {BIGINT_MAX}")
+    return number
+
+
+class ConsoleStatic(StaticFiles):
+    """StaticFiles where a name the file system cannot hold (a NUL byte) is simply not found, not a 500."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if "\x00" in path:
+            return "", None
+        return super().lookup_path(path)
+
+
 class Console:
-    def __init__(self, ops: Ops, access: ConsoleAccess) -> None:
+    def __init__(self, ops: Ops, access: ConsoleAccess, throttle: KeyThrottle | None = None) -> None:
         self.ops = ops
         self.access = access
         self.sessions = Sessions(access)
+        self.throttle = throttle or KeyThrottle()
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
@@ -142,6 +179,10 @@ class Console:
                 return JSONResponse({"error": "sign in first"}, status_code=401, headers=SECURITY_HEADERS)
             try:
                 return await handler(request)
+            except BadParameter as error:
+                if self.wants_fragment(request):
+                    return JSONResponse({"error": str(error)}, status_code=400, headers=SECURITY_HEADERS)
+                return await self.render(request, "missing.html", http_status=400, message=str(error))
             except TransportError as error:
                 body = templates.get_template("closed.html").render(base=self.base(request), error=error.message)
                 return HTMLResponse(body, status_code=503, headers=SECURITY_HEADERS)
@@ -184,18 +225,21 @@ class Console:
     async def login(self, request: Request) -> Response:
         if not self.access.open:
             return self.closed(request)
+        client = request.client.host if request.client else None
+        # Before the form is read: a throttled client costs no parsing, and its key is not even looked at.
+        wait = self.throttle.wait(client)
+        if wait > 0:
+            message = f"Too many wrong keys: try again in {wait:.0f} s."
+            return self.login_form(request, request.query_params.get("next", ""), message, 429)
         form = await request.form()
         next_path = str(form.get("next", ""))
         if not csrf_valid(request.session, form.get("csrf")):
             return self.login_form(request, next_path, "The form expired; try again.", 403)
-        client = request.client.host if request.client else "unknown"
-        wait = self.sessions.wait_before_next_try(client)
-        if wait > 0:
-            return self.login_form(request, next_path, f"Too many wrong keys: try again in {wait:.0f} s.", 429)
         key, name = str(form.get("key", "")), str(form.get("name", "")).strip()
         if not self.access.key_matches(key):
-            self.sessions.wrong_key(client)
+            self.throttle.failed(client)
             return self.login_form(request, next_path, "Wrong key.", 401)
+        self.throttle.succeeded(client)
         if name and not NAME.match(name):
             return self.login_form(request, next_path, "Name: up to 60 letters, digits, spaces, _ . @ -", 400)
         self.sessions.sign_in(request.session, name)
@@ -229,7 +273,7 @@ class Console:
             return None  # decided and pruned since the list was read
 
     async def decide(self, request: Request, form: FormData) -> Response:
-        proposal_id = int(request.path_params["proposal_id"])
+        proposal_id = bigint("proposal_id", request.path_params["proposal_id"])
         approving = request.url.path.endswith("/approve")
         reason = str(form.get("reason", "")).strip()
         try:
@@ -271,7 +315,7 @@ class Console:
         )
 
     async def mission(self, request: Request) -> Response:
-        mission_id = int(request.path_params["mission_id"])
+        mission_id = bigint("mission_id", request.path_params["mission_id"])
         try:
             mission = await self.call(self.ops.mission, mission_id)
         except OpsError as error:
@@ -280,7 +324,7 @@ class Console:
         return await self.render(request, "mission.html", mission=mission, events=events)
 
     async def cancel(self, request: Request, form: FormData) -> Response:
-        mission_id = int(request.path_params["mission_id"])
+        mission_id = bigint("mission_id", request.path_params["mission_id"])
         given, who = str(form.get("reason", "")).strip(), operator(request.session)
         reason = f"{given} ({who})" if given else f"cancelled by {who}"
         try:
@@ -315,9 +359,9 @@ class Console:
         """New events after `after_id`, oldest first, as table rows for the live feed."""
         filters = self._event_filters(request)
         try:
-            after = int(request.query_params.get("after_id", "0"))
-        except ValueError:
-            return JSONResponse({"error": "after_id must be an integer"}, status_code=400, headers=SECURITY_HEADERS)
+            after = bigint("after_id", request.query_params.get("after_id", "0"), minimum=-BIGINT_MAX - 1)
+        except BadParameter as error:
+            return JSONResponse({"error": str(error)}, status_code=400, headers=SECURITY_HEADERS)
         try:
             events = await self.call(
                 self.ops.events, filters["type"], filters["tag"], filters["agent"], None, max(after, 0), 100
@@ -410,7 +454,7 @@ class Console:
             Route("/system", action(self.switch), methods=["POST"]),
             Route("/health", page(self.health)),
             Route("/kinds/{kind:str}/enable", action(self.enable_kind), methods=["POST"]),
-            Mount("/static", StaticFiles(packages=[("agent_ops.console", "static")]), name="static"),
+            Mount("/static", ConsoleStatic(packages=[("agent_ops.console", "static")]), name="static"),
         ]
         session = Middleware(
             SessionMiddleware,
@@ -444,5 +488,6 @@ def _decision_text(outcome: dict[str, Any]) -> str:
 templates.globals.update(decision_text=_decision_text)
 
 
-def create_console(ops: Ops, access: ConsoleAccess | None = None) -> Starlette:
-    return Console(ops, access or ConsoleAccess.from_settings(ops.settings)).app()
+def create_console(ops: Ops, access: ConsoleAccess | None = None, throttle: KeyThrottle | None = None) -> Starlette:
+    """The console app; `throttle` is the wrong-key throttle it shares with the heartbeat endpoint."""
+    return Console(ops, access or ConsoleAccess.from_settings(ops.settings), throttle).app()

@@ -6,7 +6,8 @@ secret per process (or CONSOLE_SESSION_SECRET, to share sessions between process
 with something derived from the key: a cookie handed to an anonymous visitor must not let anyone test key
 guesses offline. A session records a fingerprint of the key it was opened with (a new key ends it), when it
 was opened (it ends after SESSION_SECONDS however busy it is), and an id that signing out revokes. Every
-form carries the session's CSRF token, compared in constant time. Wrong keys are throttled per client.
+form carries the session's CSRF token, compared in constant time. Wrong keys are throttled per client by the
+throttle the heartbeat endpoint shares (agent_ops/throttle.py), checked before the sign-in form is read.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from agent_ops.config import Secret, Settings
 
 SESSION_COOKIE = "agent_ops_console"
 SESSION_SECONDS = 12 * 3600
-# Wrong keys allowed per client address within FAILURE_WINDOW seconds before sign-in answers 429.
-MAX_FAILURES = 5
-FAILURE_WINDOW = 60.0
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@-]{0,59}$")
 
 
@@ -77,7 +75,7 @@ class ConsoleAccess:
 
 
 class Sessions:
-    """The console's sessions: signing secret, sign in and out, revocation, and the wrong-key throttle."""
+    """The console's sessions: signing secret, sign in and out, revocation."""
 
     def __init__(self, access: ConsoleAccess) -> None:
         self.access = access
@@ -85,7 +83,6 @@ class Sessions:
         key = access.key.reveal().encode() if access.key else b""
         self._key_id = hmac.new(self.secret.encode(), b"console key:" + key, hashlib.sha256).hexdigest()[:32]
         self._revoked: dict[str, float] = {}
-        self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
     def sign_in(self, session: dict[str, Any], name: str) -> None:
@@ -117,22 +114,6 @@ class Sessions:
                 self._revoked = {s: until for s, until in self._revoked.items() if until > now}
                 self._revoked[sid] = issued + self.access.session_seconds
         session.clear()
-
-    def wait_before_next_try(self, client: str) -> float:
-        """Seconds this client must wait before trying another key (0: go ahead)."""
-        now = time.time()
-        with self._lock:
-            recent = [t for t in self._failures.get(client, []) if now - t < FAILURE_WINDOW]
-            self._failures[client] = recent
-            if len(recent) < MAX_FAILURES:
-                return 0.0
-            return FAILURE_WINDOW - (now - recent[0])
-
-    def wrong_key(self, client: str) -> None:
-        with self._lock:
-            self._failures.setdefault(client, []).append(time.time())
-            if len(self._failures) > 10_000:  # bounded memory whatever the traffic
-                self._failures.clear()
 
 
 def csrf_token(session: dict[str, Any]) -> str:
