@@ -502,6 +502,8 @@ def test_ids_beyond_bigint_are_refused_naming_the_parameter_not_the_sql(
         assert response.status_code == 400, (page, headers)
         assert f"{parameter} must be an integer" in response.text
         assert "ops_" not in response.text, "no SQL function signature"
+    if "/feed" not in page:  # the feed answers JSON even to a browser; pages explain themselves
+        assert "<h1>Bad request</h1>" in browser.get(page).text
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,9 @@ class Console:
             except BadParameter as error:
                 if self.wants_fragment(request):
                     return JSONResponse({"error": str(error)}, status_code=400, headers=SECURITY_HEADERS)
-                return await self.render(request, "missing.html", http_status=400, message=str(error))
+                return await self.render(
+                    request, "missing.html", http_status=400, heading="Bad request", message=str(error)
+                )
             except TransportError as error:
                 body = templates.get_template("closed.html").render(base=self.base(request), error=error.message)
                 return HTMLResponse(body, status_code=503, headers=SECURITY_HEADERS)
