@@ -491,5 +491,9 @@ templates.globals.update(decision_text=_decision_text)
 
 
 def create_console(ops: Ops, access: ConsoleAccess | None = None, throttle: KeyThrottle | None = None) -> Starlette:
-    """The console app; `throttle` is the wrong-key throttle it shares with the heartbeat endpoint."""
+    """The console app; `throttle` is the wrong-key throttle it shares with the heartbeat endpoint.
+
+    Serve it through `agent_ops.server.create_app`, which caps request bodies (LARGER_BODIES) before any form
+    here is parsed.
+    """
     return Console(ops, access or ConsoleAccess.from_settings(ops.settings), throttle).app()
