@@ -565,20 +565,28 @@ def test_a_refused_policy_value_shows_the_reason_and_changes_nothing(
 
 
 def test_the_largest_policy_the_sql_accepts_fits_the_form_and_more_is_413(browser: httpx.Client, ops: Ops) -> None:
-    """100 reaction patterns, each payload at the SQL's 16384-byte limit in characters that form encoding
-    triples: about 5 MB on the wire, far over the 64 KiB other forms may send."""
+    """A reaction matrix just under the SQL's 256 KiB, in characters that form encoding triples, still saves;
+    a larger value is refused by the SQL with its message; a larger form is 413 before it is read."""
     pattern = {"source": "*", "tags": ["tweet"], "target": "brain", "type": "analyze", "probability": 0.5}
-    patterns = [
-        {**pattern, "name": f"p{n}", "cooldown": 1, "title": "ü" * 200, "payload": {"n": "é" * 8000}}
-        for n in range(100)
-    ]
-    value = json.dumps({"enabled": False, "patterns": patterns}, ensure_ascii=False)
+
+    def matrix(count: int, letter: str = "é") -> str:
+        patterns = [
+            {**pattern, "name": f"p{n}", "cooldown": 1, "title": letter * 100, "payload": {"n": letter * 2000}}
+            for n in range(count)
+        ]
+        return json.dumps({"enabled": False, "patterns": patterns}, ensure_ascii=False)
+
+    value = matrix(60)
+    assert 200_000 < len(value.encode()) < 256 * 1024
     signed_in(browser)
     saved = browser.post("/console/policy/reaction_matrix", data={"csrf": token(browser), "value": value})
     assert saved.status_code == 303, saved.text[:300]
-    assert len(ops.get_policy("reaction_matrix").value["patterns"]) == 100
+    assert len(ops.get_policy("reaction_matrix").value["patterns"]) == 60
+    refused = browser.post("/console/policy/reaction_matrix", data={"csrf": token(browser), "value": matrix(150, "x")})
+    assert refused.status_code == 400
+    assert "value must be at most 262144 bytes of JSON" in refused.text
     too_much = browser.post(
-        "/console/policy/reaction_matrix", data={"csrf": token(browser), "value": value + " " * POLICY_FORM_BYTES}
+        "/console/policy/reaction_matrix", data={"csrf": token(browser), "value": " " * POLICY_FORM_BYTES}
     )
     assert too_much.status_code == 413
     other_form = browser.post("/console/system", data={"csrf": token(browser), "reason": "x" * 70_000})

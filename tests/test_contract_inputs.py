@@ -88,9 +88,9 @@ def api(db_url: str) -> Any:
 
 
 def test_rpc_surface_names_parameters_and_attributes(conn: psycopg.Connection) -> None:
-    """'public schema; exact names; snake_case named parameters; no overloads ... VOLATILE, set search_path = pg_catalog, pg_temp,
-    SECURITY DEFINER owned by the migration owner, EXECUTE revoked from public/anon/authenticated and granted to
-    service_role only.'"""
+    """'public schema; exact names; snake_case named parameters; no overloads ... VOLATILE, set search_path =
+    pg_catalog, pg_temp, SECURITY DEFINER owned by the migration owner, EXECUTE revoked from
+    public/anon/authenticated and granted to service_role only.'"""
     found = rows(
         conn,
         b"select p.proname, coalesce(p.proargnames, '{}'), p.prosecdef, p.provolatile, coalesce(p.proconfig, '{}'),"

@@ -41,10 +41,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 MISSION_STATUSES = ("approved", "running", "succeeded", "failed", "cancelled")
 BIGINT_MAX = 2**63 - 1
-# The largest policy value ops_set_policy can accept with every list at its limit is a reaction_matrix of 100
-# patterns, each with a payload of up to 16384 bytes of JSON plus names, up to 20 tags and a 200-character
-# title: under 2 MiB. Form encoding can triple each byte (%XX), and the form carries its CSRF token besides.
-POLICY_VALUE_BYTES = 2 * 1024 * 1024
+# ops_set_policy accepts at most ops_internal.max_policy_bytes() (256 KiB) of JSON. Form encoding can triple
+# each byte (%XX), and the form carries its CSRF token besides.
+POLICY_VALUE_BYTES = 256 * 1024
 POLICY_FORM_BYTES = 3 * POLICY_VALUE_BYTES + FORM_BYTES
 # Body caps above FORM_BYTES, by path prefix inside the console (see agent_ops/http_limits.py).
 LARGER_BODIES = {"/policy/": POLICY_FORM_BYTES}
