@@ -405,6 +405,16 @@ def test_a_postgres_restart_under_a_running_worker_is_survived(scratch_server: L
     try:
         running.start("worker-r", "--kinds", "slow,alpha", "--concurrency", "4")
         wait_for(lambda: "worker started" in running.log("worker-r"), 20, "the worker")
+        # Only an outage the worker lives through counts: one before its first connection is merely a slow start.
+        with psycopg.connect(url, autocommit=True) as conn:
+            wait_for(
+                lambda: (
+                    int(str(scalar(conn, "select count(*) from pg_stat_activity where application_name = 'agent-ops'")))
+                    >= 2
+                ),
+                20,
+                "the worker's connections",
+            )
         # An outage while idle: the claim loop backs off and logs the state change once each way.
         scratch_server.stop()
         time.sleep(3)

@@ -23,6 +23,7 @@ from agent_ops import jsonsafe
 from agent_ops.config import Settings
 from agent_ops.errors import InvalidInput, OpsError, TransportError, error_class
 
+RECONNECT_SECONDS = 3.0  # see the pool's reconnect_timeout below
 # Parameters of the ops_* functions that are jsonb (every other one maps naturally).
 JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
 
@@ -73,7 +74,12 @@ class DirectTransport:
             max_size=max(settings.pool_size, 1),
             kwargs=self._kwargs,
             configure=self._configure,
-            timeout=settings.timeout,
+            # Waiting for a connection is connecting: bounded like a connect, not like a statement.
+            timeout=max(settings.connect_timeout, 1.0),
+            # The pool retries a lost connection with doubling delays (1, 2, 4 ... s) until this many seconds
+            # have passed: left at its 5-minute default, a database back after a short outage could wait half
+            # a minute for the next attempt. Giving up early lets the next call start a fresh, immediate one.
+            reconnect_timeout=RECONNECT_SECONDS,
             name="agent-ops",
             open=False,
         )
