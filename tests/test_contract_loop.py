@@ -608,7 +608,7 @@ def test_late_completion_after_stale_recovery_is_refused_and_changes_nothing(
     # Make the step look abandoned for 31 minutes (the lease is the seed's 30 minutes).
     conn.execute(
         "update public.ops_mission_steps set reserved_at = reserved_at - interval '31 minutes',"
-        " heartbeat_at = heartbeat_at - interval '31 minutes', started_at = started_at - interval '31 minutes',"
+        " lease_renewed_at = lease_renewed_at - interval '31 minutes', started_at = started_at - interval '31 minutes',"
         " lease_expires_at = now() - interval '1 minute' where id = %s",
         [item["id"]],
     )

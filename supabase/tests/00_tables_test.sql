@@ -21,7 +21,7 @@ select col_type_is('public', 'ops_agent_events', 'tags', 'text[]', 'event tags a
 select col_type_is('public', 'ops_mission_steps', 'depends_on', 'integer[]', 'steps depend on positions');
 select columns_are('public', 'ops_mission_steps', array[
   'id', 'mission_id', 'position', 'kind', 'payload', 'depends_on', 'status', 'output', 'last_error', 'attempt',
-  'max_attempts', 'priority', 'run_after', 'reserved_by', 'reserved_at', 'heartbeat_at', 'lease_expires_at',
+  'max_attempts', 'priority', 'run_after', 'reserved_by', 'reserved_at', 'lease_renewed_at', 'lease_expires_at',
   'started_at', 'finished_at', 'created_at'
 ], 'steps carry lease, attempt and timing columns');
 

@@ -11,7 +11,7 @@ create function pg_temp.status(pos int) returns text language sql as $$ select s
 
 select public.ops_claim_next_step('w1', array['crawl']);
 select is(public.ops_complete_step(pg_temp.step(0), 1, '{"pages": 3}') - 'step_id' - 'mission_id',
-  '{"status": "succeeded", "attempt": 1, "duplicate": false, "mission_status": "running"}'::jsonb, 'completion succeeds');
+  '{"status": "succeeded", "attempt": 1, "duplicate": false, "mission_status": "running", "retry_at": null, "attempts_left": null}'::jsonb, 'completion succeeds');
 select is(array[pg_temp.status(1), pg_temp.status(2), pg_temp.status(3)], array['queued', 'queued', 'pending'],
   'both branches are queued; the join waits');
 select is(public.ops_complete_step(pg_temp.step(0), 1, '{"pages": 3}') ->> 'duplicate', 'true',
@@ -59,7 +59,7 @@ create temp table d as select position, id, mission_id from public.ops_mission_s
   where mission_id = (select max(mission_id) from public.ops_mission_steps);
 select public.ops_claim_next_step('w3', array['crawl']);
 select is(public.ops_fail_step((select id from d where position = 0), 1, 'HTTP 404', false) - 'step_id' - 'mission_id',
-  '{"status": "failed", "attempt": 1, "duplicate": false, "mission_status": "failed"}'::jsonb, 'a permanent failure ends the mission');
+  '{"status": "failed", "attempt": 1, "duplicate": false, "mission_status": "failed", "retry_at": null, "attempts_left": null}'::jsonb, 'a permanent failure ends the mission');
 select results_eq($$select s.status from public.ops_mission_steps s join d using (id) order by d.position$$,
   $$values ('failed'), ('cancelled'), ('cancelled')$$, 'its remaining steps are cancelled');
 select is((select failure_reason from public.ops_missions where id = (select max(mission_id) from d)), 'step 0 (crawl) failed: HTTP 404',

@@ -9,7 +9,7 @@ create temp table ids as
   select (select (x ->> 'id')::bigint from jsonb_array_elements((select r from c)) x where x ->> 'kind' = 'crawl') as crashy,
          (select (x ->> 'id')::bigint from jsonb_array_elements((select r from c)) x where x ->> 'kind' = 'analyze') as healthy;
 -- The crawl worker died 31 minutes ago.
-update public.ops_mission_steps set lease_expires_at = now() - interval '1 minute', heartbeat_at = now() - interval '31 minutes'
+update public.ops_mission_steps set lease_expires_at = now() - interval '1 minute', lease_renewed_at = now() - interval '31 minutes'
  where id = (select crashy from ids);
 
 select is(public.ops_recover_stale_steps(), '{"recovered": 1, "requeued": 1, "failed": 0, "missions_finalized": 0}'::jsonb,
