@@ -27,12 +27,12 @@ from typing import Any, TextIO
 import psycopg
 from psycopg.types.json import Jsonb
 
-from agent_ops.cli.output import table
 from agent_ops.client import Ops
 from agent_ops.config import Secret, Settings
 from agent_ops.console import ConsoleAccess
 from agent_ops.heartbeat import run_forever
 from agent_ops.server import BackgroundServer, create_app
+from agent_ops.text_table import table
 
 DEMO_POLICY: dict[str, dict[str, Any]] = {
     "auto_approve": {

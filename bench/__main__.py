@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from agent_ops.cli.output import table
+from agent_ops.text_table import table
 from bench import claim_latency, heartbeat_cost, intake, memory, peers, throughput, wakeup
 from bench.common import ROOT, progress, server
 

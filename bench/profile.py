@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psycopg
 
-from agent_ops.cli.output import table
+from agent_ops.text_table import table
 from bench.common import Processes, agent_ops_database, progress, scalar, scratch_database, wait_until, worker_argv
 from bench.throughput import MISSIONS, build_template, drop_template
 

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent_ops.cli.output import table
+from agent_ops.text_table import table
 from bench.chaos import ChaosFailure, crashes, exactly_once, fuzz, races, restart
 from bench.common import progress
 
