@@ -1,10 +1,30 @@
-"""Small typed results of the ops_* functions. Each is built from the function's JSON with `from_json`."""
+"""Small typed results of the ops_* functions. Each is built from the function's JSON with `from_json`.
+
+The statuses and proposal sources are Literal types, each the set its table's CHECK constraint allows
+(supabase/migrations/); the tuples of their values (for argparse choices, the console's filters) are derived
+from them, so each vocabulary is written once on the Python side.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self, get_args
+
+# A mission or step that has finished: nothing changes it any more.
+FinishedStatus = Literal["succeeded", "failed", "cancelled"]
+ProposalStatus = Literal["pending", "accepted", "rejected"]
+ProposalSource = Literal["api", "agent", "human", "trigger", "reaction"]
+MissionStatus = Literal["approved", "running", FinishedStatus]
+StepStatus = Literal["pending", "queued", "running", FinishedStatus]
+ActionRunStatus = Literal["running", "succeeded", "failed"]
+
+FINISHED_STATUSES: tuple[FinishedStatus, ...] = get_args(FinishedStatus)
+PROPOSAL_STATUSES: tuple[ProposalStatus, ...] = get_args(ProposalStatus)
+PROPOSAL_SOURCES: tuple[ProposalSource, ...] = get_args(ProposalSource)
+MISSION_STATUSES: tuple[MissionStatus, ...] = get_args(MissionStatus)
+STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
+ACTION_RUN_STATUSES: tuple[ActionRunStatus, ...] = get_args(ActionRunStatus)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -39,7 +59,7 @@ class _FromJson:
 @dataclass(frozen=True, slots=True)
 class ProposalResult(_FromJson):
     proposal_id: int
-    status: str
+    status: ProposalStatus
     mission_id: int | None = None
     reason: str | None = None
     duplicate: bool = False
@@ -70,9 +90,9 @@ class ClaimedStep(_FromJson):
 class StepReport(_FromJson):
     step_id: int
     attempt: int
-    status: str
+    status: StepStatus
     mission_id: int
-    mission_status: str | None = None
+    mission_status: MissionStatus | None = None
     duplicate: bool = False
     retry_at: datetime | None = None
     attempts_left: int | None = None
@@ -89,7 +109,7 @@ class Lease(_FromJson):
 @dataclass(frozen=True, slots=True)
 class MissionOutcome(_FromJson):
     mission_id: int
-    status: str
+    status: MissionStatus
     finalized: bool
     finalized_at: datetime | None = None
     reason: str | None = None
@@ -138,8 +158,8 @@ class Proposal(_FromJson):
     id: int
     agent_id: str
     title: str
-    status: str
-    source: str
+    status: ProposalStatus
+    source: ProposalSource
     steps: list[dict[str, Any]]
     created_at: datetime
     description: str | None = None
@@ -158,7 +178,7 @@ class Step(_FromJson):
     mission_id: int
     position: int
     kind: str
-    status: str
+    status: StepStatus
     payload: dict[str, Any]
     attempt: int
     max_attempts: int
@@ -186,7 +206,7 @@ class Mission:
     proposal_id: int
     agent_id: str
     title: str
-    status: str
+    status: MissionStatus
     created_at: datetime
     steps: list[Step]
     reason: str | None = None
@@ -231,7 +251,7 @@ class ActionRun(_FromJson):
 
     id: int
     action: str
-    status: str
+    status: ActionRunStatus
     started_at: datetime
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -244,7 +264,7 @@ class GatePreview(_FromJson):
     """What the gates would say to a pending proposal now (`passes` is None once it is decided)."""
 
     proposal_id: int
-    status: str
+    status: ProposalStatus
     passes: bool | None = None
     reason: str | None = None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json
 from agent_ops.cli.errors import CliError
-from agent_ops.models import MissionOutcome, ProposalResult
+from agent_ops.models import PROPOSAL_SOURCES, MissionOutcome, ProposalResult
 
 EXIT_REFUSED = 4
 
@@ -124,7 +124,7 @@ def register(commands: Any) -> None:
     propose.add_argument(
         "--step", action="append", metavar="KIND[:JSON]", help="a step, in order; repeat for more steps"
     )
-    propose.add_argument("--source", default="api", choices=["api", "agent", "human", "trigger", "reaction"])
+    propose.add_argument("--source", default="api", choices=PROPOSAL_SOURCES)
     propose.add_argument("--description")
     propose.add_argument("--dedupe-key", help="idempotency key: the same key returns the first result")
     propose.add_argument("--file", metavar="PATH", help="a proposal JSON document, or - for stdin")

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json, print_json_line, when
 from agent_ops.cli.output import print_table
-from agent_ops.models import Event, Mission, Step, parse_time
+from agent_ops.models import MISSION_STATUSES, PROPOSAL_STATUSES, STEP_STATUSES, Event, Mission, Step, parse_time
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -200,20 +200,20 @@ def register(commands: Any) -> None:
     status.set_defaults(handler=_status)
 
     proposals = commands.add_parser("proposals", parents=[common], help="list proposals, newest first")
-    proposals.add_argument("--status", choices=["pending", "accepted", "rejected"])
+    proposals.add_argument("--status", choices=PROPOSAL_STATUSES)
     proposals.add_argument("--agent")
     proposals.add_argument("--limit", type=int, default=50)
     proposals.set_defaults(handler=_proposals)
 
     missions = commands.add_parser("missions", parents=[common], help="list missions, or show one with its steps")
     missions.add_argument("mission_id", nargs="?", type=int, help="show this mission and its steps")
-    missions.add_argument("--status", choices=["approved", "running", "succeeded", "failed", "cancelled"])
+    missions.add_argument("--status", choices=MISSION_STATUSES)
     missions.add_argument("--agent")
     missions.add_argument("--limit", type=int, default=50)
     missions.set_defaults(handler=_missions)
 
     steps = commands.add_parser("steps", parents=[common], help="list steps, newest first")
-    steps.add_argument("--status", choices=["pending", "queued", "running", "succeeded", "failed", "cancelled"])
+    steps.add_argument("--status", choices=STEP_STATUSES)
     steps.add_argument("--kind")
     steps.add_argument("--mission", type=int)
     steps.add_argument("--limit", type=int, default=100)

@@ -33,13 +33,12 @@ from agent_ops.client import Ops
 from agent_ops.console.auth import NAME, SESSION_COOKIE, ConsoleAccess, Sessions, csrf_token, csrf_valid, operator
 from agent_ops.errors import NotFound, OpsError, TransportError
 from agent_ops.http_limits import FORM_BYTES
-from agent_ops.models import GatePreview
+from agent_ops.models import MISSION_STATUSES, GatePreview
 from agent_ops.throttle import KeyThrottle
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
-MISSION_STATUSES = ("approved", "running", "succeeded", "failed", "cancelled")
 BIGINT_MAX = 2**63 - 1
 # ops_set_policy accepts at most ops_internal.max_policy_bytes() (256 KiB) of JSON. Form encoding can triple
 # each byte (%XX), and the form carries its CSRF token besides.
