@@ -8,13 +8,14 @@ rejected by a gate).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from dotenv import load_dotenv
 
 from agent_ops import __version__
-from agent_ops.cli import db, demo, heartbeat, kinds, loop, policy, views
+from agent_ops.cli import db, demo, heartbeat, kinds, policy, proposals, serve, views
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import note
 from agent_ops.config import ConfigError
@@ -34,12 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agent-ops {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     db.register(commands)
-    loop.register(commands)
+    proposals.register(commands)
     views.register(commands)
     policy.register(commands)
     kinds.register(commands)
     heartbeat.register(commands)
+    serve.register(commands)
     demo.register(commands)
+    logging.getLogger("agent_ops").addHandler(logging.NullHandler())
     return parser
 
 

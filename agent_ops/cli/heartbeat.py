@@ -1,25 +1,17 @@
-"""`agent-ops heartbeat [--every N]` and `agent-ops serve`: driving the heartbeat from outside the database."""
+"""`agent-ops heartbeat [--every N]`: driving the heartbeat from outside the database."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_json, print_json_line
 from agent_ops.cli.output import note
 from agent_ops.heartbeat import HeartbeatRun, run_forever, run_once
 from agent_ops.triggers import load_plugins
-
-# The setting (environment or .env) naming the proxies whose X-Forwarded-For is believed.
-FORWARDED_SETTING = "AGENT_OPS_FORWARDED_ALLOW_IPS"
-STARTUP_FAILURE = 3  # as `uvicorn.run` exits when it cannot listen
 
 
 def _summary(run: HeartbeatRun) -> str:
@@ -73,70 +65,6 @@ def _heartbeat(args: argparse.Namespace) -> int:
     return 0 if last is None or last.error is None else 1
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only the serve command needs the ASGI server
-
-    from agent_ops.console import ConsoleAccess  # noqa: PLC0415
-    from agent_ops.http_server import server_config  # noqa: PLC0415
-    from agent_ops.server import create_app  # noqa: PLC0415
-    from agent_ops.throttle import KeyThrottle  # noqa: PLC0415
-
-    plugins = load_plugins(args.plugins or [])
-    with open_ops(args) as ops:
-        if ops.settings.ops_key is None:
-            note("warning: OPS_KEY is not set, so /api/ops/heartbeat answers 503 until it is")
-        if not ConsoleAccess.from_settings(ops.settings).open:
-            note("warning: neither CONSOLE_KEY nor OPS_KEY is set, so the console stays closed (503)")
-        proxies = args.forwarded_allow_ips or (ops.settings.environ.get(FORWARDED_SETTING) or "").strip() or None
-        if proxies is None and os.environ.get("FORWARDED_ALLOW_IPS"):
-            note("warning: FORWARDED_ALLOW_IPS is ignored; name trusted proxies with --forwarded-allow-ips")
-        note(f"serving on http://{args.host}:{args.port} (heartbeat: /api/ops/heartbeat, health: /healthz)")
-        note(f"console: http://{args.host}:{args.port}/console/ (sign in with CONSOLE_KEY, else OPS_KEY)")
-        note(
-            f"client addresses: from X-Forwarded-For when sent by {proxies}"
-            if proxies
-            else "client addresses: the connection's peer (X-Forwarded-For is ignored without --forwarded-allow-ips)"
-        )
-        throttle = KeyThrottle(global_limit=args.key_failures_per_minute)
-        app = create_app(ops, plugins, throttle=throttle, body_timeout=args.body_timeout)
-        config = server_config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            header_timeout=args.header_timeout,
-            keep_alive_timeout=args.keep_alive_timeout,
-            forwarded_allow_ips=proxies,
-        )
-        _log_warnings_to_stderr("agent_ops.throttle")
-        server = uvicorn.Server(config)
-        # uvicorn re-raises the Ctrl-C it has already shut down cleanly for; `uvicorn.run` swallows it too.
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run()
-    return 0 if server.started else STARTUP_FAILURE
-
-
-def _log_warnings_to_stderr(name: str) -> None:
-    """The throttle's trip line reaches the operator, although the CLI keeps agent_ops's logs quiet."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s:  %(message)s"))
-    handler.setLevel(logging.WARNING)
-    logging.getLogger(name).addHandler(handler)
-
-
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-        return value
-
-    return parse
-
-
 def register(commands: Any) -> None:
     common = connection_options()
     beat = commands.add_parser(
@@ -150,51 +78,3 @@ def register(commands: Any) -> None:
     beat.add_argument("--plugins", action="append", metavar="MODULE", help="import trigger plug-ins from MODULE")
     beat.add_argument("--plugin-budget", type=float, default=5.0, help="seconds for all plug-ins (default 5)")
     beat.set_defaults(handler=_heartbeat)
-
-    serve = commands.add_parser(
-        "serve",
-        parents=[common],
-        help="HTTP service: the ops console (/console/), /api/ops/heartbeat (Bearer OPS_KEY) and /healthz",
-    )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--plugins", action="append", metavar="MODULE", help="import trigger plug-ins from MODULE")
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    limits = serve.add_argument_group("limits")
-    limits.add_argument(
-        "--forwarded-allow-ips",
-        metavar="ADDRESSES",
-        help="believe X-Forwarded-For/-Proto only from these proxies: comma-separated IPs or networks, or * "
-        f"(default: ${FORWARDED_SETTING}, else none: the client is the connection's peer)",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=_positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="close a connection that has not sent a complete request head within SECONDS (default 10)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=_positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="answer 408 when a request body stalls for SECONDS (default 10)",
-    )
-    limits.add_argument(
-        "--keep-alive-timeout",
-        type=_positive(int),
-        default=5,
-        metavar="SECONDS",
-        help="close an idle keep-alive connection after SECONDS (default 5)",
-    )
-    limits.add_argument(
-        "--key-failures-per-minute",
-        type=_positive(int),
-        default=100,
-        metavar="N",
-        help="after N wrong keys within a minute from all clients together, refuse key checks (429) except "
-        "from clients whose key was right within the hour (default 100; per client: 5)",
-    )
-    serve.set_defaults(handler=_serve)
-    logging.getLogger("agent_ops").addHandler(logging.NullHandler())
