@@ -13,28 +13,19 @@ from agent_ops.cli.context import connection_options, open_ops, print_json
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import print_table
 
-KNOWN_KEYS = (
-    "system",
-    "auto_approve",
-    "daily_proposal_limit",
-    "step_kind_gates",
-    "max_active_missions",
-    "worker_policy",
-    "reaction_matrix",
-    "retention",
-    "heartbeat",
-)
-
 
 def _get(args: argparse.Namespace) -> int:
-    keys = [args.key] if args.key else list(KNOWN_KEYS)
     with open_ops(args) as ops:
-        policies = [ops.get_policy(key) for key in keys]
+        if args.key:
+            policy = ops.get_policy(args.key)
+            if args.json:
+                print_json(policy)
+            else:
+                sys.stdout.write(json.dumps(policy.value, indent=2) + "\n")
+            return 0
+        policies = ops.policies()  # every key the database holds, in one call
     if args.json:
-        print_json(policies if args.key is None else policies[0])
-        return 0
-    if args.key:
-        sys.stdout.write(json.dumps(policies[0].value, indent=2) + "\n")
+        print_json(policies)
         return 0
     print_table(
         [{"key": p.key, "value": p.value, "updated_by": p.updated_by} for p in policies], ["key", "value", "updated_by"]
