@@ -105,7 +105,7 @@ class Ops:
             # The common case stays free of tenacity's bookkeeping; only a failed call enters the retry loop.
             return self._retrying()(self._transport.call, function, arguments)
 
-    def _one(self, build: Callable[[dict[str, Any]], T], function: str, params: Mapping[str, Any], retry: bool) -> T:
+    def _one(self, build: Callable[[dict[str, Any]], T], function: str, params: Mapping[str, Any], *, retry: bool) -> T:
         return build(self.call(function, params, retry=retry))
 
     # -- proposals --------------------------------------------------------------------------------------------
@@ -133,21 +133,21 @@ class Ops:
             proposal["description"] = description
         if metadata is not None:
             proposal["metadata"] = dict(metadata)
-        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": proposal}, True)
+        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": proposal}, retry=True)
 
     def propose_raw(self, proposal: Mapping[str, Any]) -> ProposalResult:
         """Send a proposal document as is (CLI JSON input); a dedupe key is added when it has none."""
         document = dict(proposal)
         document.setdefault("dedupe_key", f"client:{uuid.uuid4()}")
-        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": document}, True)
+        return self._one(ProposalResult.from_json, "ops_create_proposal", {"proposal": document}, retry=True)
 
     def approve(self, proposal_id: int, decided_by: str) -> ProposalResult:
         params = {"proposal_id": proposal_id, "decided_by": decided_by}
-        return self._one(ProposalResult.from_json, "ops_approve_proposal", params, False)
+        return self._one(ProposalResult.from_json, "ops_approve_proposal", params, retry=False)
 
     def reject(self, proposal_id: int, reason: str, decided_by: str) -> ProposalResult:
         params = {"proposal_id": proposal_id, "reason": reason, "decided_by": decided_by}
-        return self._one(ProposalResult.from_json, "ops_reject_proposal", params, False)
+        return self._one(ProposalResult.from_json, "ops_reject_proposal", params, retry=False)
 
     # -- steps ------------------------------------------------------------------------------------------------
 
@@ -168,32 +168,32 @@ class Ops:
 
     def complete(self, step_id: int, attempt: int, output: Any = None) -> StepReport:
         params = {"step_id": step_id, "attempt": attempt, "output": {} if output is None else output}
-        return self._one(StepReport.from_json, "ops_complete_step", params, True)
+        return self._one(StepReport.from_json, "ops_complete_step", params, retry=True)
 
     def fail(self, step_id: int, attempt: int, error: str, retryable: bool = True) -> StepReport:
         params = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
-        return self._one(StepReport.from_json, "ops_fail_step", params, True)
+        return self._one(StepReport.from_json, "ops_fail_step", params, retry=True)
 
     def extend_lease(
         self, step_id: int, attempt: int, lease_seconds: int | None = None, *, retry: bool = True
     ) -> Lease:
         """`retry=False` for callers that retry on their own schedule (the worker's lease keeper)."""
         params = {"step_id": step_id, "attempt": attempt, "lease_seconds": lease_seconds}
-        return self._one(Lease.from_json, "ops_extend_lease", params, retry)
+        return self._one(Lease.from_json, "ops_extend_lease", params, retry=retry)
 
     def release(self, step_id: int, attempt: int, reason: str, *, retry: bool = True) -> StepReport:
         """Hand a running step back (graceful shutdown): queued at once, the attempt not counted."""
         params = {"step_id": step_id, "attempt": attempt, "reason": reason}
-        return self._one(StepReport.from_json, "ops_release_step", params, retry)
+        return self._one(StepReport.from_json, "ops_release_step", params, retry=retry)
 
     # -- missions ---------------------------------------------------------------------------------------------
 
     def finalize(self, mission_id: int) -> MissionOutcome:
-        return self._one(MissionOutcome.from_json, "ops_finalize_mission", {"mission_id": mission_id}, True)
+        return self._one(MissionOutcome.from_json, "ops_finalize_mission", {"mission_id": mission_id}, retry=True)
 
     def cancel(self, mission_id: int, reason: str) -> MissionOutcome:
         params = {"mission_id": mission_id, "reason": reason}
-        return self._one(MissionOutcome.from_json, "ops_cancel_mission", params, False)
+        return self._one(MissionOutcome.from_json, "ops_cancel_mission", params, retry=False)
 
     # -- events, heartbeat, policy ----------------------------------------------------------------------------
 
@@ -223,18 +223,18 @@ class Ops:
             "step_id": step_id,
         }
         event.update({k: v for k, v in optional.items() if v is not None})
-        return self._one(EmittedEvent.from_json, "ops_emit_event", {"event": event}, False)
+        return self._one(EmittedEvent.from_json, "ops_emit_event", {"event": event}, retry=False)
 
     def heartbeat(self) -> HeartbeatResult:
-        return self._one(HeartbeatResult.from_json, "ops_heartbeat", {}, False)
+        return self._one(HeartbeatResult.from_json, "ops_heartbeat", {}, retry=False)
 
     def get_policy(self, key: str) -> Policy:
-        return self._one(Policy.from_json, "ops_get_policy", {"key": key}, True)
+        return self._one(Policy.from_json, "ops_get_policy", {"key": key}, retry=True)
 
     def set_policy(self, key: str, value: Any, updated_by: str) -> Policy:
         """`value` is any JSON; ops_set_policy validates it for the key (InvalidInput names what is wrong)."""
         params = {"key": key, "value": dict(value) if isinstance(value, Mapping) else value, "updated_by": updated_by}
-        return self._one(Policy.from_json, "ops_set_policy", params, True)
+        return self._one(Policy.from_json, "ops_set_policy", params, retry=True)
 
     def policies(self) -> list[Policy]:
         """Every policy key with its value, in key order."""
@@ -254,7 +254,7 @@ class Ops:
         return [Mission.from_json(m) for m in self.call("ops_list_missions", params, retry=True)]
 
     def mission(self, mission_id: int) -> Mission:
-        return self._one(Mission.from_json, "ops_get_mission", {"mission_id": mission_id}, True)
+        return self._one(Mission.from_json, "ops_get_mission", {"mission_id": mission_id}, retry=True)
 
     def steps(
         self, status: str | None = None, kind: str | None = None, mission_id: int | None = None, limit: int = 100
@@ -283,7 +283,7 @@ class Ops:
         return [Event.from_json(e) for e in self.call("ops_list_events", params, retry=True)]
 
     def status(self) -> Status:
-        return self._one(Status.from_json, "ops_status", {}, True)
+        return self._one(Status.from_json, "ops_status", {}, retry=True)
 
     def action_runs(self, action: str | None = None, limit: int = 20) -> list[ActionRun]:
         """Recorded runs (heartbeats, …), newest first."""
@@ -292,4 +292,4 @@ class Ops:
 
     def preview_gates(self, proposal_id: int) -> GatePreview:
         """What approving this pending proposal would meet at the gates now; approval checks again."""
-        return self._one(GatePreview.from_json, "ops_preview_gates", {"proposal_id": proposal_id}, True)
+        return self._one(GatePreview.from_json, "ops_preview_gates", {"proposal_id": proposal_id}, retry=True)

@@ -26,7 +26,7 @@ def _number(name: str, value: str | None, default: float, minimum: float) -> flo
     return number
 
 
-def _flag(name: str, value: str | None, default: bool) -> bool:
+def _flag(name: str, value: str | None, *, default: bool) -> bool:
     if value is None or value.strip() == "":
         return default
     lowered = value.strip().lower()
@@ -91,9 +91,9 @@ class WorkerSettings:
             poll_max=poll_max,
             lease_seconds=int(_number("WORKER_LEASE_SECONDS", lease, 0, 1)) if lease else None,
             grace_seconds=_number("WORKER_GRACE_SECONDS", get("WORKER_GRACE_SECONDS"), 30.0, 0),
-            listen=_flag("WORKER_LISTEN", get("WORKER_LISTEN"), True),
-            log_json=_flag("WORKER_LOG_JSON", get("WORKER_LOG_JSON"), False),
-            log_payloads=_flag("WORKER_LOG_PAYLOADS", get("WORKER_LOG_PAYLOADS"), False),
+            listen=_flag("WORKER_LISTEN", get("WORKER_LISTEN"), default=True),
+            log_json=_flag("WORKER_LOG_JSON", get("WORKER_LOG_JSON"), default=False),
+            log_payloads=_flag("WORKER_LOG_PAYLOADS", get("WORKER_LOG_PAYLOADS"), default=False),
             executor_modules=_list(get("WORKER_EXECUTORS")),
             aliases=aliases,
             alive_file=get("WORKER_ALIVE_FILE"),

@@ -401,7 +401,9 @@ class Worker:
                     return self.ops.complete(step.id, step.attempt, output).status
                 except InvalidInput as refused:
                     # The database refused the output (too large, NUL, ...): a permanent failure, not a hang.
-                    report = self.ops.fail(step.id, step.attempt, f"output rejected: {refused.message}", False)
+                    report = self.ops.fail(
+                        step.id, step.attempt, f"output rejected: {refused.message}", retryable=False
+                    )
                     return report.status
             report = self.ops.fail(step.id, step.attempt, error, retryable=retryable)
             return "retrying" if report.status == "queued" else report.status

@@ -30,7 +30,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _switch(args: argparse.Namespace, enabled: bool) -> int:
+def _switch(args: argparse.Namespace, *, enabled: bool) -> int:
     value: dict[str, Any] = {"enabled": enabled}
     if not enabled:
         value["reason"] = args.reason
@@ -57,9 +57,9 @@ def register(commands: Any) -> None:
     enable = actions.add_parser("enable", parents=[common], help="let workers claim KIND again")
     enable.add_argument("kind")
     enable.add_argument("--by", help="who (default: your user name)")
-    enable.set_defaults(handler=lambda args: _switch(args, True))
+    enable.set_defaults(handler=lambda args: _switch(args, enabled=True))
     disable = actions.add_parser("disable", parents=[common], help="stop every worker from claiming KIND")
     disable.add_argument("kind")
     disable.add_argument("--reason", default="disabled by hand")
     disable.add_argument("--by", help="who (default: your user name)")
-    disable.set_defaults(handler=lambda args: _switch(args, False))
+    disable.set_defaults(handler=lambda args: _switch(args, enabled=False))

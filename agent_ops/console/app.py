@@ -260,10 +260,10 @@ class Console:
         return self.back(request, "/proposals")
 
     async def proposals(self, request: Request) -> Response:
-        pending = await self.call(self.ops.pending_proposals, 100)
+        pending = await self.call(self.ops.pending_proposals, limit=100)
         previews = await asyncio.gather(*(self.call(self._preview, p.id) for p in pending))
         verdicts = {p.id: preview for p, preview in zip(pending, previews, strict=True)}
-        recent = [p for p in await self.call(self.ops.proposals, None, None, 15) if p.status != "pending"][:8]
+        recent = [p for p in await self.call(self.ops.proposals, limit=15) if p.status != "pending"][:8]
         return await self.render(request, "proposals.html", pending=pending, verdicts=verdicts, recent=recent)
 
     def _preview(self, proposal_id: int) -> GatePreview | None:
@@ -278,9 +278,11 @@ class Console:
         reason = str(form.get("reason", "")).strip()
         try:
             if approving:
-                result = await self.call(self.ops.approve, proposal_id, operator(request.session))
+                result = await self.call(self.ops.approve, proposal_id, decided_by=operator(request.session))
             else:
-                result = await self.call(self.ops.reject, proposal_id, reason, operator(request.session))
+                result = await self.call(
+                    self.ops.reject, proposal_id, reason=reason, decided_by=operator(request.session)
+                )
             outcome: dict[str, Any] = {
                 "proposal_id": proposal_id,
                 "status": result.status,
@@ -289,7 +291,12 @@ class Console:
                 "approving": approving,
             }
         except OpsError as error:
-            outcome = {"proposal_id": proposal_id, "status": "error", "reason": refusal(error), "approving": approving}
+            outcome = {
+                "proposal_id": proposal_id,
+                "status": "error",
+                "reason": refusal_or_raise(error),
+                "approving": approving,
+            }
         if self.wants_fragment(request):
             body = templates.get_template("_decided.html").render(base=self.base(request), outcome=outcome)
             return HTMLResponse(body, headers=SECURITY_HEADERS)
@@ -301,9 +308,9 @@ class Console:
         agent = request.query_params.get("agent", "").strip() or None
         error = None
         try:
-            missions = await self.call(self.ops.missions, status, agent, 100)
+            missions = await self.call(self.ops.missions, status=status, agent_id=agent, limit=100)
         except OpsError as failure:
-            missions, error = [], refusal(failure)
+            missions, error = [], refusal_or_raise(failure)
         return await self.render(
             request,
             "missions.html",
@@ -319,8 +326,8 @@ class Console:
         try:
             mission = await self.call(self.ops.mission, mission_id)
         except OpsError as error:
-            return await self.render(request, "missing.html", http_status=404, message=refusal(error))
-        events = await self.call(self.ops.events, None, None, None, mission_id, None, 100)
+            return await self.render(request, "missing.html", http_status=404, message=refusal_or_raise(error))
+        events = await self.call(self.ops.events, mission_id=mission_id, limit=100)
         return await self.render(request, "mission.html", mission=mission, events=events)
 
     async def cancel(self, request: Request, form: FormData) -> Response:
@@ -328,10 +335,10 @@ class Console:
         given, who = str(form.get("reason", "")).strip(), operator(request.session)
         reason = f"{given} ({who})" if given else f"cancelled by {who}"
         try:
-            outcome = await self.call(self.ops.cancel, mission_id, reason)
+            outcome = await self.call(self.ops.cancel, mission_id, reason=reason)
             self.flash(request, f"Mission #{mission_id} is {outcome.status}.")
         except OpsError as error:
-            self.flash(request, f"Mission #{mission_id} was not cancelled: {refusal(error)}", "error")
+            self.flash(request, f"Mission #{mission_id} was not cancelled: {refusal_or_raise(error)}", "error")
         return self.back(request, f"/missions/{mission_id}")
 
     def _event_filters(self, request: Request) -> dict[str, str | None]:
@@ -342,10 +349,10 @@ class Console:
         error = None
         try:
             events = await self.call(
-                self.ops.events, filters["type"], filters["tag"], filters["agent"], None, None, 100
+                self.ops.events, type=filters["type"], tag=filters["tag"], agent_id=filters["agent"], limit=100
             )
         except OpsError as failure:
-            events, error = [], refusal(failure)
+            events, error = [], refusal_or_raise(failure)
         return await self.render(
             request,
             "events.html",
@@ -364,10 +371,15 @@ class Console:
             return JSONResponse({"error": str(error)}, status_code=400, headers=SECURITY_HEADERS)
         try:
             events = await self.call(
-                self.ops.events, filters["type"], filters["tag"], filters["agent"], None, max(after, 0), 100
+                self.ops.events,
+                type=filters["type"],
+                tag=filters["tag"],
+                agent_id=filters["agent"],
+                after_id=max(after, 0),
+                limit=100,
             )
         except OpsError as error:
-            return JSONResponse({"error": refusal(error)}, status_code=400, headers=SECURITY_HEADERS)
+            return JSONResponse({"error": refusal_or_raise(error)}, status_code=400, headers=SECURITY_HEADERS)
         # Newest first, like the table they are put on top of.
         rows = templates.get_template("_event_rows.html").render(base=self.base(request), events=events[::-1])
         last = max((e.id for e in events), default=after)
@@ -389,9 +401,9 @@ class Console:
             problem = "not valid JSON: nested too deeply"
         else:
             try:
-                await self.call(self.ops.set_policy, key, value, operator(request.session))
+                await self.call(self.ops.set_policy, key, value, updated_by=operator(request.session))
             except OpsError as error:
-                problem = refusal(error)
+                problem = refusal_or_raise(error)
             else:
                 self.flash(request, f"Saved {key}.")
                 return self.back(request, f"/policy#policy-{key}")
@@ -411,25 +423,27 @@ class Console:
             who = operator(request.session)
             value["reason"] = f"{given} ({who})" if given else f"stopped by {who}"
         try:
-            await self.call(self.ops.set_policy, "system", value, operator(request.session))
+            await self.call(self.ops.set_policy, "system", value, updated_by=operator(request.session))
             self.flash(request, "System resumed." if enabled else "System stopped: no new proposals, no claims.")
         except OpsError as error:
-            self.flash(request, f"The system switch was not changed: {refusal(error)}", "error")
+            self.flash(request, f"The system switch was not changed: {refusal_or_raise(error)}", "error")
         target = str(form.get("back", ""))
         return self.back(request, target if target.startswith("/") and not target.startswith("//") else "/")
 
     async def health(self, request: Request) -> Response:
         status = await self.call(self.ops.status)
-        runs = await self.call(self.ops.action_runs, "heartbeat", 20)
+        runs = await self.call(self.ops.action_runs, action="heartbeat", limit=20)
         return await self.render(request, "health.html", status=status, runs=runs)
 
     async def enable_kind(self, request: Request, form: FormData) -> Response:
         kind = str(request.path_params["kind"])
         try:
-            await self.call(self.ops.set_policy, f"worker:{kind}", {"enabled": True}, operator(request.session))
+            await self.call(
+                self.ops.set_policy, f"worker:{kind}", {"enabled": True}, updated_by=operator(request.session)
+            )
             self.flash(request, f"{kind} re-enabled: workers claim it again.")
         except OpsError as error:
-            self.flash(request, f"{kind} was not re-enabled: {refusal(error)}", "error")
+            self.flash(request, f"{kind} was not re-enabled: {refusal_or_raise(error)}", "error")
         return self.back(request, "/health")
 
     # -- the app ----------------------------------------------------------------------------------------------
@@ -467,8 +481,9 @@ class Console:
         return Starlette(routes=routes, middleware=[session])
 
 
-def refusal(error: OpsError) -> str:
-    """What the database refused, to show on the page; an outage (TransportError) is raised for the 503 page."""
+def refusal_or_raise(error: OpsError) -> str:
+    """What the database refused, to show on the page; an outage (TransportError) is raised again, for the 503
+    page of `Console.page`."""
     if isinstance(error, TransportError):
         raise error
     return error.message
