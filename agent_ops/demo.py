@@ -1,7 +1,7 @@
 """The live demo behind `make run`: the whole loop on the embedded Postgres, watched from the terminal.
 
 It loads a demo policy and trigger rules into the local database, starts a real worker process
-(`python -m vps_worker`) with built-in executors standing in for the seed's step kinds (no network needed),
+(`python -m vps_worker`) with built-in executors standing in for the step kinds its rules propose (no network needed),
 beats the heartbeat every two seconds, serves the ops console, and redraws proposals, missions and the
 latest events until Ctrl-C, or for DEMO_SECONDS and then prints a summary.
 

@@ -1,4 +1,4 @@
-"""`agent-ops serve`: a small ASGI service with the seed's cron-hit endpoint.
+"""`agent-ops serve`: a small ASGI service with the heartbeat endpoint a cron job calls, and the console.
 
 - `GET|POST /api/ops/heartbeat` runs one heartbeat (SQL plus Python plug-ins) and returns its JSON. It needs
   `Authorization: Bearer <OPS_KEY>` (compared in constant time): 401 on a missing or wrong key, 429 while the

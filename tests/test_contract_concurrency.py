@@ -1,4 +1,4 @@
-"""Contract tests (issue 3): the concurrency claims, with real concurrent connections.
+"""Contract tests of the SQL API: the concurrency claims, with real concurrent connections.
 
 Each worker thread owns its own service_role connection; all are released together by a threading.Barrier.
 """
@@ -126,7 +126,8 @@ def test_exactly_once_claim_8_connections_over_2000_steps(db_url: str, conn: psy
 def test_concurrent_finalize_writes_exactly_one_terminal_event(
     db_url: str, conn: psycopg.Connection, step_statuses: list[str], terminal: str
 ) -> None:
-    """'Finalization is idempotent (invariant 3): concurrent calls ... produce exactly one terminal mission event.'"""
+    """Finalization is idempotent (docs/architecture.md, invariant 3): concurrent calls produce exactly one
+    terminal mission event."""
     with service(db_url) as api:
         created = propose(api, [step("crawl", depends_on=[]), step("analyze", depends_on=[])])
         mission_id = created["mission_id"]

@@ -1,4 +1,4 @@
-"""Contract tests (issue 3): security surface, bad input (PT400), not found (PT404) and conflicts (PT409).
+"""Contract tests of the SQL API: security surface, bad input (PT400), not found (PT404) and conflicts (PT409).
 
 'Every error leaves nothing written': each refused call is bracketed by a snapshot of all eight ops tables.
 """
@@ -30,7 +30,7 @@ from tests.contract_helpers import (
     step,
 )
 
-# The RPC surface exactly as the issue names it: function -> its named parameters, in order.
+# The RPC surface the loop's clients call: function -> its named parameters, in order.
 SURFACE: dict[str, list[str]] = {
     "ops_create_proposal": ["proposal"],
     "ops_approve_proposal": ["proposal_id", "decided_by"],
@@ -48,7 +48,7 @@ SURFACE: dict[str, list[str]] = {
     "ops_emit_event": ["event"],
     "ops_set_policy": ["key", "value", "updated_by"],
     "ops_get_policy": ["key"],
-    # Added with the worker (issue 5): graceful shutdown hands running steps back.
+    # Added with the worker: graceful shutdown hands running steps back.
     "ops_release_step": ["step_id", "attempt", "reason"],
 }
 
@@ -59,7 +59,7 @@ READ_API = (
     "ops_list_steps",
     "ops_list_events",
     "ops_status",
-    # Added with the ops console (issue 7).
+    # Added with the ops console.
     "ops_list_policy",
     "ops_list_action_runs",
     "ops_preview_gates",
@@ -105,7 +105,7 @@ def test_rpc_surface_names_parameters_and_attributes(conn: psycopg.Connection) -
     )
     names = [r[0] for r in found]
     assert len(names) == len(set(names)), "no overloads"
-    # Issue 4 added read functions for status views (STABLE); everything else is the issue 3 surface exactly.
+    # The read functions for status views (STABLE) and the loop's surface above, and nothing else.
     assert sorted(set(names) - set(READ_API)) == sorted(SURFACE), "exact names"
     problems: list[str] = []
     for name, argnames, secdef, volatile, config, owner, result, nargs, svc, anon, auth, public in found:
@@ -435,7 +435,9 @@ def test_bad_input_gets_pt400_naming_the_field_and_writes_nothing(
     assert problems == [], "\n".join(problems)
 
 
-def test_the_issue_example_message_verbatim(api: psycopg.Connection, conn: psycopg.Connection) -> None:
+def test_a_bad_step_kind_is_refused_with_its_index_and_the_pattern(
+    api: psycopg.Connection, conn: psycopg.Connection
+) -> None:
     before = snapshot(conn)
     bad = {"agent_id": "scout", "title": "t", "steps": [{"kind": "crawl"}, {"kind": "analyze"}, {"kind": "Post-Tweet"}]}
     error = rpc_error(api, "ops_create_proposal", proposal=bad)

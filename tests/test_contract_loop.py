@@ -1,4 +1,5 @@
-"""Contract tests (issue 3): scenario tests of the loop's rules, written against the issue text."""
+"""Contract tests of the SQL API: scenario tests of the loop's rules (docs/architecture.md, "The loop" and the
+invariants)."""
 
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ def test_human_reject_stores_reason_and_warning_event(api: psycopg.Connection, c
 
 
 def test_approval_reruns_the_gates(api: psycopg.Connection, conn: psycopg.Connection) -> None:
-    """'approval re-runs the gates (invariant 4) and may end as rejected with the reason'."""
+    """Approval re-runs the gates (docs/architecture.md, invariant 4) and may end as rejected with the reason."""
     gates = get_policy(api, "step_kind_gates")
     gates["post_tweet"] = {"daily_limit": 1}
     set_policy(api, "step_kind_gates", gates)

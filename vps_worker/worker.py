@@ -1,4 +1,4 @@
-"""The executor loop: the only thing that runs mission steps (seed pitfall 1).
+"""The executor loop: the only thing that runs mission steps (docs/architecture.md, pitfall P1).
 
 - Claims up to its free slots in one call, runs the steps on their own threads, reports each result with
   the attempt-fenced `ops_complete_step` / `ops_fail_step`, and claims again at once while there is work.
