@@ -14,8 +14,6 @@ auto-approve.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +31,7 @@ from agent_ops.console import ConsoleAccess
 from agent_ops.heartbeat import run_forever
 from agent_ops.server import BackgroundServer, create_app
 from agent_ops.text_table import table
+from vps_worker.processes import Processes
 
 DEMO_POLICY: dict[str, dict[str, Any]] = {
     "auto_approve": {
@@ -104,7 +103,8 @@ DEMO_RULES: list[dict[str, Any]] = [
     },
 ]  # fmt: skip
 
-# Seed step kinds run by built-in executors, so the demo needs no network.
+WORKER_ID = "demo-worker"
+# The step kinds of the demo's rules run by built-in executors, so the demo needs no network.
 DEMO_ALIASES = {
     "draft_tweet": "echo",
     "post_tweet": "emit_event",
@@ -135,32 +135,23 @@ def setup(url: str) -> None:
             )
 
 
-def start_worker(url: str, log_file: Path) -> subprocess.Popen[bytes]:
+def start_worker(workers: Processes, url: str) -> subprocess.Popen[bytes]:
     aliases = [arg for kind, target in DEMO_ALIASES.items() for arg in ("--alias", f"{kind}={target}")]
-    env = {**os.environ, "DATABASE_URL": url, "WORKER_ID": "demo-worker"}
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vps_worker",
-                "--executors",
-                "vps_worker.demo_executors",
-                *aliases,
-                "--concurrency",
-                "4",
-                "--poll-min",
-                "0.5",
-                "--poll-max",
-                "2",
-                "--grace-seconds",
-                "5",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    return workers.start_worker(
+        WORKER_ID,
+        "--executors",
+        "vps_worker.demo_executors",
+        *aliases,
+        "--concurrency",
+        "4",
+        "--poll-min",
+        "0.5",
+        "--poll-max",
+        "2",
+        "--grace-seconds",
+        "5",
+        env={"DATABASE_URL": url, "WORKER_ID": WORKER_ID},
+    )
 
 
 def _rows(conn: psycopg.Connection, query: str) -> list[dict[str, Any]]:
@@ -224,17 +215,6 @@ def summary(view: dict[str, Any], elapsed: float, out: TextIO) -> bool:
     return bool(done.get("trigger", 0) > 0 and done.get("reaction", 0) > 0)
 
 
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the worker hands its running steps back), then a kill if it does not stop in time."""
-    if worker.poll() is not None:
-        return
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-
-
 def run(
     url: str,
     seconds: float | None,
@@ -255,8 +235,9 @@ def run(
             server = stack.enter_context(BackgroundServer(create_app(ops, console=console), console_port))
             banner = f"console {server.url}/console/ · sign in with {key_hint or 'the console key'}"
             out.write(f"{banner}\n")
-        worker = start_worker(url, log_dir / "demo-worker.log")
-        stack.callback(stop_worker, worker)
+        # SIGTERM (the worker hands its running steps back), then a kill if it does not stop in time.
+        workers = stack.enter_context(Processes(log_dir, append=True))
+        start_worker(workers, url)
         beat = threading.Thread(target=run_forever, args=(ops, 2.0), kwargs={"stop": stop}, daemon=True)
         beat.start()
         started = time.monotonic()
@@ -269,12 +250,12 @@ def run(
             pass
         finally:
             stop.set()
-            stop_worker(worker)
+            workers.stop(timeout=20)
             beat.join(timeout=10)
         with psycopg.connect(url, autocommit=True) as conn:
             closed_the_loop = summary(snapshot(conn), time.monotonic() - started, out)
     if seconds is not None and not closed_the_loop:
         out.write("  the loop did not close: no completed mission from both a trigger and a reaction "
-                  f"(worker log: {log_dir / 'demo-worker.log'})\n")  # fmt: skip
+                  f"(worker log: {log_dir / f'{WORKER_ID}.log'})\n")  # fmt: skip
         return 1
     return 0
