@@ -29,9 +29,9 @@ from agent_ops.client import Ops
 from agent_ops.config import Secret, Settings
 from agent_ops.console import ConsoleAccess
 from agent_ops.heartbeat import run_forever
+from agent_ops.processes import Processes
 from agent_ops.server import BackgroundServer, create_app
 from agent_ops.text_table import table
-from vps_worker.processes import Processes
 
 DEMO_POLICY: dict[str, dict[str, Any]] = {
     "auto_approve": {
