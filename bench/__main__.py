@@ -17,7 +17,8 @@ import psycopg
 
 from agent_ops.text_table import table
 from bench import claim_latency, heartbeat_cost, intake, memory, peers, throughput, wakeup
-from bench.common import ROOT, progress, server
+from bench.common import progress
+from tests.kit.database import ROOT, embedded_server
 
 RESULTS = ROOT / "bench" / "results"
 ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
@@ -35,7 +36,7 @@ def machine() -> dict[str, Any]:
     memory_kib = next(
         int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
     )
-    with psycopg.connect(server().url("postgres")) as conn:
+    with psycopg.connect(embedded_server().url("postgres")) as conn:
         version = conn.execute(b"select version()").fetchone()
     return {
         "cpu": cpu,
@@ -64,29 +65,20 @@ def summary(results: dict[str, Any]) -> list[dict[str, str]]:
     for row in results.get("P1", {}).get("rows", []):
         n, raw = row["workers"], row["raw_jobs_per_s"]
         raw_by_workers[n] = raw
-        raw_text = f"raw SKIP LOCKED {_f(raw)} jobs/s"
-        add(
-            "P1",
-            f"steps/s, {n} worker(s), 1 at a time",
-            _f(row["steps_per_s"]),
-            raw_text,
-            _f(row["ratio"], 2),
-            "≥ 0.70" if n == 4 else "",
-        )
-        add(
-            "P1",
-            f"steps/s, {n} pgbench client(s), agent-ops SQL alone",
-            _f(row["sql_steps_per_s"]),
-            raw_text,
-            _f(row["sql_ratio"], 2),
-        )
-        add(
-            "P1",
-            f"steps/s, {n} worker(s), batch of 16",
-            _f(row["batch_steps_per_s"]),
-            raw_text,
-            _f(row["batch_ratio"], 2),
-        )
+        # (what was measured, the row's figure and ratio keys, the target)
+        for what, figure, ratio, target in (
+            (f"{n} worker(s), 1 at a time", "steps_per_s", "ratio", "≥ 0.70" if n == 4 else ""),
+            (f"{n} pgbench client(s), agent-ops SQL alone", "sql_steps_per_s", "sql_ratio", ""),
+            (f"{n} worker(s), batch of 16", "batch_steps_per_s", "batch_ratio", ""),
+        ):
+            add(
+                "P1",
+                f"steps/s, {what}",
+                _f(row[figure]),
+                f"raw SKIP LOCKED {_f(raw)} jobs/s",
+                _f(row[ratio], 2),
+                target,
+            )
     for row in results.get("P2", {}).get("rows", []):
         n = row["workers"]
         raw = raw_by_workers.get(n)
@@ -117,21 +109,15 @@ def summary(results: dict[str, Any]) -> list[dict[str, str]]:
             "≤ 1.50",
         )
     if p5 := results.get("P5"):
-        add(
-            "P5",
-            "claim p50, 1M finished steps",
-            f"{_f(p5['large_p50_ms'], 2)} ms",
-            f"1k finished {_f(p5['small_p50_ms'], 2)} ms",
-            _f(p5["ratio_p50"], 2),
-            "≤ 1.20",
-        )
-        add(
-            "P5",
-            "claim p95, 1M finished steps",
-            f"{_f(p5['large_p95_ms'], 2)} ms",
-            f"1k finished {_f(p5['small_p95_ms'], 2)} ms",
-            _f(p5["ratio_p95"], 2),
-        )
+        for p, target in (("p50", "≤ 1.20"), ("p95", "")):
+            add(
+                "P5",
+                f"claim {p}, 1M finished steps",
+                f"{_f(p5[f'large_{p}_ms'], 2)} ms",
+                f"1k finished {_f(p5[f'small_{p}_ms'], 2)} ms",
+                _f(p5[f"ratio_{p}"], 2),
+                target,
+            )
     if p6 := results.get("P6"):
         add(
             "P6",

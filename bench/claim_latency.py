@@ -17,7 +17,8 @@ import psycopg
 
 from agent_ops.client import Ops
 from agent_ops.config import Settings
-from bench.common import agent_ops_database, percentile, progress, scratch_database, write_history
+from bench.common import percentile, progress, write_history
+from tests.kit.database import QUOTA_KEYS, migrate_and_seed, scratch_database
 
 QUEUED = 1000
 ROUNDS = 6
@@ -29,10 +30,8 @@ WARMUP = 50
 def claim_database(finished_steps: int) -> Iterator[Ops]:
     """A client on a database with `finished_steps` finished steps and QUEUED queued noop steps."""
     with scratch_database("bench_p5") as url:
-        agent_ops_database(
-            url,
-            policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}},
-            drop_keys=("daily_proposal_limit", "max_active_missions"),
+        migrate_and_seed(
+            url, policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}}, drop_keys=QUOTA_KEYS
         )
         with psycopg.connect(url, autocommit=True) as conn:
             write_history(conn, missions=finished_steps // 3, events=0)

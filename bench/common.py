@@ -1,28 +1,18 @@
-"""What the benchmarks and the chaos suite share: scratch databases, worker processes, timing."""
+"""What the benchmarks share beyond the test kit (tests/kit/): progress lines, bench logs, bulk history,
+rates and percentiles."""
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Self
+from collections.abc import Callable, Sequence
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from agent_ops.localpg import LocalPostgres
-from agent_ops.migrations import apply_seed, migrate
+from tests.kit.children import CheckoutProcesses, wait_until
+from tests.kit.database import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = ROOT / "supabase" / "migrations"
-SEED = ROOT / "supabase" / "seed.sql"
 LOGS = ROOT / ".agent-ops" / "log" / "bench"
 
 
@@ -31,37 +21,9 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def server() -> LocalPostgres:
-    local = LocalPostgres(ROOT / ".agent-ops")
-    local.start()
-    return local
-
-
-@contextmanager
-def scratch_database(prefix: str, template: str | None = None) -> Iterator[str]:
-    """A new database on the embedded server (optionally a copy of `template`), dropped afterwards."""
-    local = server()
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = local.url("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        clause = f' template "{template}"' if template else ""
-        conn.execute(f'create database "{name}"{clause}'.encode())
-    try:
-        yield local.url(name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)'.encode())
-
-
-def agent_ops_database(url: str, policy: dict[str, Any] | None = None, drop_keys: Sequence[str] = ()) -> None:
-    """Migrate, seed and set policy for a benchmark: no quotas in the way unless asked."""
-    migrate(url, MIGRATIONS)
-    apply_seed(url, SEED)
-    with psycopg.connect(url, autocommit=True) as conn:
-        for key in drop_keys:
-            conn.execute("delete from public.ops_policy where key = %s", (key,))
-        for key, value in (policy or {}).items():
-            conn.execute("select public.ops_set_policy(%s, %s, 'bench')", (key, Jsonb(value)))
+def bench_processes(name: str) -> CheckoutProcesses:
+    """Child processes of one measurement, logging to .agent-ops/log/bench/<name>/; stopped on exit."""
+    return CheckoutProcesses(LOGS / name)
 
 
 # Finished history, written in bulk with status triggers off, spread over the 29 days before a point 5 hours
@@ -104,63 +66,6 @@ def write_history(conn: psycopg.Connection, missions: int, events: int) -> None:
     conn.execute(b"vacuum analyze")
     # The bulk load's dirty pages are written now, not by the checkpointer during the measurement.
     conn.execute(b"checkpoint")
-
-
-def scalar(url_or_conn: str | psycopg.Connection, query: str, params: Sequence[Any] = ()) -> Any:
-    if isinstance(url_or_conn, str):
-        with psycopg.connect(url_or_conn, autocommit=True) as conn:
-            return scalar(conn, query, params)
-    row = url_or_conn.execute(query.encode(), params).fetchone()
-    return None if row is None else row[0]
-
-
-class Processes:
-    """Child processes (workers) with their logs, stopped on exit."""
-
-    def __init__(self, name: str) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None, tag: str = "") -> subprocess.Popen[bytes]:
-        log = (LOGS / f"{self.name}{tag}-{len(self.children)}.log").open("wb")
-        child = subprocess.Popen(
-            list(argv), env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        self.children.append(child)
-        return child
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.send_signal(sig)
-        for child in self.children:
-            try:
-                child.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-
-def worker_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vps_worker", *args]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Seconds it took; raises TimeoutError naming what never happened."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(interval)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
 
 
 def rate_over_window(count: Callable[[], int], window: float, warmup_timeout: float = 60) -> float:

@@ -17,7 +17,8 @@ import time
 
 import psycopg
 
-from bench.common import agent_ops_database, median, progress, scalar, scratch_database, write_history
+from bench.common import median, progress, write_history
+from tests.kit.database import migrate_and_seed, scalar, scratch_database
 
 ROUNDS = 5
 
@@ -42,7 +43,7 @@ update public.ops_trigger_rules set next_due_at = null, last_evaluated_at = null
 
 def heartbeat_seconds(url: str, history: bool) -> tuple[float, list[float]]:
     """Median seconds of one heartbeat after 1,000 new events, and every round's figure."""
-    agent_ops_database(url)
+    migrate_and_seed(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(PREPARE.encode())
         if history:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import agent_ops_database, progress, scratch_database
+from bench.common import progress
 from bench.throughput import pgbench
+from tests.kit.database import migrate_and_seed, scratch_database
 
 HERE = Path(__file__).parent
 
@@ -20,7 +21,7 @@ HERE = Path(__file__).parent
 def proposals_per_second(clients: int, seconds: float) -> float:
     with scratch_database("bench_p3") as url:
         # Nobody works the missions here, so a max_active_missions gate would stop intake: that key is removed.
-        agent_ops_database(
+        migrate_and_seed(
             url,
             drop_keys=("max_active_missions",),
             policy={

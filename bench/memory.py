@@ -13,7 +13,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import Processes, agent_ops_database, progress, scalar, scratch_database, wait_until, worker_argv
+from bench.common import bench_processes, progress
+from tests.kit.children import wait_until
+from tests.kit.database import QUOTA_KEYS, migrate_and_seed, scalar, scratch_database
 
 MISSIONS = 40
 
@@ -28,15 +30,15 @@ def peak_rss_kib(pid: int) -> int:
 def run() -> dict[str, object]:
     progress("P7: worker peak RSS, idle and with 8 concurrent sleep steps")
     with scratch_database("bench_p7") as url:
-        agent_ops_database(
-            url,
-            policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["sleep"]}},
-            drop_keys=("daily_proposal_limit", "max_active_missions"),
+        migrate_and_seed(
+            url, policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["sleep"]}}, drop_keys=QUOTA_KEYS
         )
-        with Processes("p7") as children, psycopg.connect(url, autocommit=True) as conn:
+        with bench_processes("p7") as children, psycopg.connect(url, autocommit=True) as conn:
             env = {"DATABASE_URL": url}
-            idle = children.start(worker_argv("--kinds", "noop", "--worker-id", "idle"), env=env)
-            busy = children.start(worker_argv("--kinds", "sleep", "--concurrency", "8", "--worker-id", "busy"), env=env)
+            idle = children.start_worker("idle", "--kinds", "noop", "--worker-id", "idle", env=env)
+            busy = children.start_worker(
+                "busy", "--kinds", "sleep", "--concurrency", "8", "--worker-id", "busy", env=env
+            )
             # Both have connected once their claims show up as backends; then the work arrives.
             wait_until(
                 lambda: (

@@ -13,20 +13,20 @@ import sys
 
 import psycopg
 
-from bench.common import ROOT, Processes, progress, rate_over_window, scalar, scratch_database
+from bench.common import bench_processes, progress, rate_over_window
+from tests.kit.children import environment
+from tests.kit.database import ROOT, scalar, scratch_database
 
 JOBS = 30_000
 
 
 def _cli(argv: list[str], env: dict[str, str]) -> None:
-    subprocess.run(argv, env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, timeout=300)
+    subprocess.run(argv, env=environment(PYTHONPATH=str(ROOT), **env), check=True, capture_output=True, timeout=300)
 
 
 def procrastinate_throughput(workers: int, seconds: float) -> float:
-    import os  # noqa: PLC0415
-
     with scratch_database("bench_procrastinate") as url:
-        env = {**os.environ, "PEER_DATABASE_URL": url}
+        env = {"PEER_DATABASE_URL": url}
         app = ["-m", "procrastinate", "--app", "bench.peer_apps.procrastinate_app"]
         _cli([sys.executable, *app, "schema", "--apply"], env)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -36,9 +36,11 @@ def procrastinate_throughput(workers: int, seconds: float) -> float:
                 (JOBS,),
             )
             conn.execute("vacuum analyze procrastinate_jobs")
-        with Processes(f"p2-procrastinate-w{workers}") as children:
-            for _ in range(workers):
-                children.start([sys.executable, *app, "worker", "--concurrency", "1", "-q", "bench"], env=env)
+        with bench_processes(f"p2-procrastinate-w{workers}") as children:
+            for n in range(workers):
+                children.start(
+                    f"worker-{n}", [sys.executable, *app, "worker", "--concurrency", "1", "-q", "bench"], env
+                )
             with psycopg.connect(url, autocommit=True) as conn:
                 return rate_over_window(
                     lambda: int(scalar(conn, "select count(*) from procrastinate_jobs where status = 'succeeded'")),
@@ -47,10 +49,8 @@ def procrastinate_throughput(workers: int, seconds: float) -> float:
 
 
 def pgqueuer_throughput(workers: int, seconds: float, batch: int = 1) -> float:
-    import os  # noqa: PLC0415
-
     with scratch_database("bench_pgqueuer") as url:
-        env = {**os.environ, "PEER_DATABASE_URL": url, "PGDSN": url}
+        env = {"PEER_DATABASE_URL": url, "PGDSN": url}
         _cli([sys.executable, "-m", "pgqueuer", "install"], env)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
@@ -59,10 +59,10 @@ def pgqueuer_throughput(workers: int, seconds: float, batch: int = 1) -> float:
                 (JOBS,),
             )
             conn.execute("vacuum analyze pgqueuer")
-        with Processes(f"p2-pgqueuer-w{workers}-b{batch}") as children:
+        with bench_processes(f"p2-pgqueuer-w{workers}-b{batch}") as children:
             consumer = f"import asyncio, bench.peer_apps as a; asyncio.run(a.run_pgqueuer({batch}))"
-            for _ in range(workers):
-                children.start([sys.executable, "-c", consumer], env=env)
+            for n in range(workers):
+                children.start(f"worker-{n}", [sys.executable, "-c", consumer], env)
             with psycopg.connect(url, autocommit=True) as conn:
                 return rate_over_window(
                     lambda: JOBS - int(scalar(conn, "select count(*) from pgqueuer where status = 'queued'")), seconds

@@ -23,8 +23,10 @@ from pathlib import Path
 import psycopg
 
 from agent_ops.text_table import table
-from bench.common import Processes, agent_ops_database, progress, scalar, scratch_database, wait_until, worker_argv
+from bench.common import bench_processes, progress
 from bench.throughput import MISSIONS, build_template, drop_template
+from tests.kit.children import wait_until
+from tests.kit.database import migrate_and_seed, scalar, scratch_database
 
 CYCLES = 2100
 INTAKE_POLICY = {
@@ -70,7 +72,7 @@ def database_profile(template: str) -> None:
 
 def intake_profile(calls: int = 1000) -> None:
     with scratch_database("bench_profile") as url, psycopg.connect(url, autocommit=True) as conn:
-        agent_ops_database(url, drop_keys=("max_active_missions",), policy=INTAKE_POLICY)
+        migrate_and_seed(url, drop_keys=("max_active_missions",), policy=INTAKE_POLICY)
         conn.execute(b"create extension if not exists pg_stat_statements")
         conn.execute(b"set pg_stat_statements.track = 'all'")
         conn.execute(b"select pg_stat_statements_reset()")
@@ -91,9 +93,17 @@ def worker_profile(template: str, seconds: int = 8) -> None:
     if not Path(spy).exists():
         sys.stdout.write("\n## Worker: py-spy is not installed (pip install py-spy); skipped\n")
         return
-    with scratch_database("bench_profile", template=template) as url, Processes("profile") as children:
-        worker = children.start(
-            worker_argv("--kinds", "noop", "--concurrency", "1", "--poll-min", "0.05", "--poll-max", "0.2"),
+    with scratch_database("bench_profile", template=template) as url, bench_processes("profile") as children:
+        worker = children.start_worker(
+            "worker",
+            "--kinds",
+            "noop",
+            "--concurrency",
+            "1",
+            "--poll-min",
+            "0.05",
+            "--poll-max",
+            "0.2",
             env={"DATABASE_URL": url},
         )
         done = "select count(*) from public.ops_mission_steps where status = 'succeeded'"

@@ -21,16 +21,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import (
-    Processes,
-    agent_ops_database,
-    progress,
-    scalar,
-    scratch_database,
-    server,
-    wait_until,
-    worker_argv,
-)
+from bench.common import bench_processes, progress
+from tests.kit.children import wait_until
+from tests.kit.database import QUOTA_KEYS, embedded_server, migrate_and_seed, scalar, scratch_database
 
 RAW_SCRIPT = Path(__file__).with_name("raw_claim_complete.sql")
 OPS_SCRIPT = Path(__file__).with_name("ops_claim_complete.sql")
@@ -46,7 +39,7 @@ def pgbench(url: str, script: Path, clients: int, seconds: float = 0, transactio
     """Transactions per second of `script`, run for `seconds` or `transactions` per client."""
     info = psycopg.conninfo.conninfo_to_dict(url)
     length = ["-t", str(transactions)] if transactions else ["-T", str(int(seconds))]
-    tool = server().binaries.tool("pgbench")
+    tool = embedded_server().binaries.tool("pgbench")
     result = subprocess.run(
         [
             tool,
@@ -93,7 +86,7 @@ def raw_ceiling(clients: int, seconds: float, rows: int = 400_000) -> float:
 
 def build_template(missions: int) -> str:
     """A migrated database full of queued 3-step noop missions; returns its name (a template to clone)."""
-    local = server()
+    local = embedded_server()
     name = f"bench_p1_tmpl_{missions}"
     admin = local.url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -101,11 +94,11 @@ def build_template(missions: int) -> str:
             return name
         conn.execute(f'create database "{name}"'.encode())
     url = local.url(name)
-    agent_ops_database(
+    migrate_and_seed(
         url,
         policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]},
                 "worker_policy": {"lease_seconds": 120, "max_attempts": 3}},
-        drop_keys=("daily_proposal_limit", "max_active_missions"),
+        drop_keys=QUOTA_KEYS,
     )  # fmt: skip
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
@@ -118,28 +111,27 @@ def build_template(missions: int) -> str:
 
 
 def drop_template(name: str) -> None:
-    with psycopg.connect(server().url("postgres"), autocommit=True) as conn:
+    with psycopg.connect(embedded_server().url("postgres"), autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)'.encode())
 
 
 def agent_ops_throughput(template: str, workers: int, concurrency: int) -> float:
     """Steps per second with `workers` vps-worker processes, each running up to `concurrency` steps."""
     with scratch_database("bench_p1", template=template) as url:
-        with Processes(f"p1-w{workers}-c{concurrency}") as children:
+        with bench_processes(f"p1-w{workers}-c{concurrency}") as children:
             for n in range(workers):
-                children.start(
-                    worker_argv(
-                        "--kinds",
-                        "noop",
-                        "--concurrency",
-                        str(concurrency),
-                        "--poll-min",
-                        "0.05",
-                        "--poll-max",
-                        "0.2",
-                        "--worker-id",
-                        f"bench-{n}",
-                    ),
+                children.start_worker(
+                    f"bench-{n}",
+                    "--kinds",
+                    "noop",
+                    "--concurrency",
+                    str(concurrency),
+                    "--poll-min",
+                    "0.05",
+                    "--poll-max",
+                    "0.2",
+                    "--worker-id",
+                    f"bench-{n}",
                     env={"DATABASE_URL": url},
                 )
             wait_until(lambda: scalar(url, UNFINISHED) == 0, 600, "the backlog draining")

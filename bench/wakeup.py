@@ -19,16 +19,9 @@ from functools import partial
 
 import psycopg
 
-from bench.common import (
-    Processes,
-    agent_ops_database,
-    percentile,
-    progress,
-    scalar,
-    scratch_database,
-    wait_until,
-    worker_argv,
-)
+from bench.common import bench_processes, percentile, progress
+from tests.kit.children import wait_until
+from tests.kit.database import QUOTA_KEYS, migrate_and_seed, scalar, scratch_database
 
 PROPOSE = (
     "select (public.ops_create_proposal(jsonb_build_object('agent_id', 'bench', 'title', 'wake up',"
@@ -46,17 +39,15 @@ def started(conn: psycopg.Connection, mission: int) -> bool:
 
 def latencies(listen: bool, samples: int) -> list[float]:
     with scratch_database("bench_p6") as url:
-        agent_ops_database(
-            url,
-            policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["stamp"]}},
-            drop_keys=("daily_proposal_limit", "max_active_missions"),
+        migrate_and_seed(
+            url, policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["stamp"]}}, drop_keys=QUOTA_KEYS
         )
-        argv = worker_argv("--kinds", "stamp", "--executors", "bench.stamp_executor", "--concurrency", "1")
+        args = ["--kinds", "stamp", "--executors", "bench.stamp_executor", "--concurrency", "1"]
         with (
-            Processes(f"p6-{'listen' if listen else 'poll'}") as children,
+            bench_processes(f"p6-{'listen' if listen else 'poll'}") as children,
             psycopg.connect(url, autocommit=True) as conn,
         ):
-            children.start([*argv, *([] if listen else ["--no-listen"])], env={"DATABASE_URL": url})
+            children.start_worker("worker", *args, *([] if listen else ["--no-listen"]), env={"DATABASE_URL": url})
             found: list[float] = []
             for n in range(samples + 1):
                 time.sleep(random.uniform(0.3, 1.3))

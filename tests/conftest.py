@@ -2,6 +2,7 @@
 
 The server is the same one `agent-ops db start` runs (started here when it is not running). The template
 is built once per session with `agent-ops migrate` and the seed; pytest-postgresql clones it per test.
+Fixtures live here; the helpers tests, bench and the chaos suite share are the test kit (tests/kit/).
 """
 
 from __future__ import annotations
@@ -9,34 +10,22 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
 from pytest_postgresql import factories
 
 from agent_ops.client import Ops
-from agent_ops.config import Secret, Settings
 from agent_ops.localpg import LocalPostgres
-from agent_ops.migrations import apply_seed, migrate
-from tests.postgrest_standin import StandIn, make_key, running
+from tests.kit.database import ROOT, migrate_and_seed
+from tests.kit.settings import direct_settings, rest_settings, server_url
+from tests.postgrest_standin import StandIn, running
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVER = LocalPostgres(ROOT / ".agent-ops").start()
 
 
-def server_url(user: str, password: str | None, host: str, port: int | str, dbname: str) -> str:
-    """A URL for the embedded server; its password is generated at first start (agent_ops.localpg)."""
-    secret = f":{quote(password, safe='')}" if password else ""
-    return f"postgresql://{user}{secret}@{host}:{port}/{dbname}"
-
-
 def _load_schema(host: str, port: int, user: str, dbname: str, password: str | None = None, **_: object) -> None:
-    url = server_url(user, password, host, port, dbname)
-    migrate(url, ROOT / "supabase" / "migrations")
-    apply_seed(url, ROOT / "supabase" / "seed.sql")
+    migrate_and_seed(server_url(user, password, host, port, dbname))
 
 
 # One template per test session, so parallel sessions (two terminals, helpers) never collide.
@@ -98,16 +87,6 @@ def standin(db_url: str) -> Iterator[StandIn]:
     """The PostgREST stand-in serving this test's database."""
     with running(db_url) as server:
         yield server
-
-
-def direct_settings(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"timeout": 10, "connect_timeout": 2, "retries": 2, "pool_size": 2, **overrides}
-    return Settings(database_url=Secret(url), **values)
-
-
-def rest_settings(server: StandIn, role: str = "service_role", **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"timeout": 10, "connect_timeout": 2, "retries": 2, **overrides}
-    return Settings(supabase_url=server.url, supabase_key=Secret(make_key(role)), **values)
 
 
 @pytest.fixture(params=["direct", "postgrest"])

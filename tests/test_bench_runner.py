@@ -12,7 +12,7 @@ import pytest
 
 from bench.chaos import ChaosFailure
 from bench.chaos import __main__ as chaos_main
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 
 def test_the_bench_runner_prints_the_table_and_writes_the_json(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import ROOT
+from tests.kit.children import agent_ops
+from tests.kit.children import environment as kit_environment
+from tests.kit.database import ROOT
 
 COMMANDS = [
     [],
@@ -46,26 +47,15 @@ COMMANDS = [
 
 
 def environment(db_url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE_", "AGENT_OPS_"))}
-    if db_url:
-        env["DATABASE_URL"] = db_url
-    env["AGENT_OPS_HOME"] = str(ROOT / ".agent-ops" / "cli-tests-never-started")
-    return {**env, **extra}
+    """No agent-ops setting from the developer's shell; a server home that is never started."""
+    home = str(ROOT / ".agent-ops" / "cli-tests-never-started")
+    return kit_environment(**({"DATABASE_URL": db_url} if db_url else {}), AGENT_OPS_HOME=home) | extra
 
 
 def cli(
     *args: str, db_url: str | None = None, cwd: Path | None = None, stdin: str | None = None, **extra: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_ops", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=environment(db_url, **extra),
-        cwd=cwd or ROOT / "tests",
-        input=stdin,
-    )
+    return agent_ops(*args, env=environment(db_url, **extra), cwd=cwd or ROOT / "tests", stdin=stdin)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -12,7 +12,8 @@ import pytest
 
 from agent_ops import Conflict, InvalidInput, NotFound, Ops, PermissionDenied, Secret, Settings, TransportError, step
 from agent_ops.models import ClaimedStep
-from tests.conftest import ROOT, direct_settings, rest_settings, server_url
+from tests.kit.database import ROOT
+from tests.kit.settings import direct_settings, rest_settings, server_url
 from tests.postgrest_standin import StandIn
 from tests.tcp_proxy import FlakyProxy
 

@@ -24,7 +24,7 @@ from agent_ops.console import ConsoleAccess
 from agent_ops.console.app import POLICY_FORM_BYTES
 from agent_ops.server import BackgroundServer, create_app
 from agent_ops.throttle import KeyThrottle
-from tests.conftest import direct_settings
+from tests.kit.settings import direct_settings
 
 KEY = "console-key-for-tests-only"
 HOSTILE = "<script>alert('owned')</script><img src=x onerror=alert(1)>"

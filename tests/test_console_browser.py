@@ -6,11 +6,9 @@ Screenshots of every page go to artifacts/console/ (git-ignored) as test artefac
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +20,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from agent_ops import Ops, step
-from tests.conftest import ROOT, direct_settings
+from tests.kit.children import CheckoutProcesses
+from tests.kit.database import ROOT
+from tests.kit.settings import direct_settings
 
 KEY = "browser-test-console-key"
 SHOTS = ROOT / "artifacts" / "console"
@@ -35,29 +35,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def child_env(db_url: str, **more: str) -> dict[str, str]:
-    ours = ("WORKER_", "SUPABASE_", "AGENT_OPS_", "OPS_", "CONSOLE_")
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    # Explicit values win over a developer's .env (plain HTTP here: no Secure cookie).
-    return {**keep, "DATABASE_URL": db_url, "PYTHONPATH": str(ROOT), "CONSOLE_SECURE_COOKIE": "0", **more}
-
-
 @pytest.fixture
 def served(db_url: str, tmp_path: Path) -> Iterator[str]:
     """`agent-ops serve` with a console key, and one worker running the seed's tweet kinds with built-ins."""
     port = free_port()
-    logs = [(tmp_path / name).open("wb") for name in ("serve.log", "worker.log")]
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "agent_ops", "serve", "--port", str(port), "--log-level", "warning"],
-        env=child_env(db_url, CONSOLE_KEY=KEY),
-        stdout=logs[0],
-        stderr=subprocess.STDOUT,
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vps_worker",
+    # Explicit values win over a developer's .env (plain HTTP here: no Secure cookie).
+    with CheckoutProcesses(tmp_path, DATABASE_URL=db_url, CONSOLE_SECURE_COOKIE="0") as children:
+        serve = children.start(
+            "serve",
+            [sys.executable, "-m", "agent_ops", "serve", "--port", str(port), "--log-level", "warning"],
+            env={"CONSOLE_KEY": KEY},
+        )
+        children.start_worker(
+            "worker",
             "--worker-id",
             "browser-worker",
             "--kinds",
@@ -70,34 +60,20 @@ def served(db_url: str, tmp_path: Path) -> Iterator[str]:
             "0.2",
             "--poll-max",
             "0.5",
-        ],
-        env=child_env(db_url),
-        stdout=logs[1],
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or serve.poll() is not None:
-            raise AssertionError("agent-ops serve did not start: " + (tmp_path / "serve.log").read_text())
-        time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        for process in (worker, serve):
-            process.terminate()
-        for process in (worker, serve):
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs:
-            log.close()
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise AssertionError("agent-ops serve did not start: " + children.log("serve"))
+            time.sleep(0.1)
+        yield base
+        children.stop(timeout=15)
 
 
 @pytest.fixture

@@ -12,23 +12,21 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.contract_helpers import (
+from agent_ops import step
+from tests.kit.contract import (
     KIND_RE,
-    OPS_TABLES,
     AsJson,
     claim,
     complete,
     message,
     propose,
-    rows,
     rpc,
     rpc_error,
-    scalar,
     service,
     set_policy,
     snapshot,
-    step,
 )
+from tests.kit.database import OPS_TABLES, rows, scalar
 
 # The RPC surface the loop's clients call: function -> its named parameters, in order.
 SURFACE: dict[str, list[str]] = {

@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.contract_helpers import (
+from agent_ops import step
+from tests.kit.contract import (
     claim,
     complete,
     events,
@@ -19,18 +20,15 @@ from tests.contract_helpers import (
     get_policy,
     message,
     mission_status,
-    one,
     propose,
-    rows,
     rpc,
     rpc_error,
-    scalar,
     service,
     set_policy,
     snapshot,
-    step,
     step_rows,
 )
+from tests.kit.database import row, rows, scalar
 
 
 @pytest.fixture
@@ -96,7 +94,7 @@ def test_full_loop_failed_mission_reaction_diagnose_proposal_new_mission(
     beat = rpc(api, "ops_heartbeat")
     assert beat["reactions"]["done"] == 1, beat
 
-    proposal = one(
+    proposal = row(
         conn,
         b"select id, agent_id, source, status, dedupe_key, auto_approved from public.ops_mission_proposals"
         b" where source = 'reaction'",
@@ -104,10 +102,10 @@ def test_full_loop_failed_mission_reaction_diagnose_proposal_new_mission(
     proposal_id, agent_id, source, pstatus, dedupe_key, auto_approved = proposal
     assert (agent_id, source, pstatus, auto_approved) == ("brain", "reaction", "accepted", True)
     assert dedupe_key == f"reaction:{reaction_id}"
-    new_mission = one(conn, b"select id, status from public.ops_missions where proposal_id = %s", [proposal_id])
+    new_mission = row(conn, b"select id, status from public.ops_missions where proposal_id = %s", [proposal_id])
     assert new_mission[1] == "approved"
     assert [(s["kind"], s["status"]) for s in step_rows(conn, new_mission[0])] == [("analyze", "queued")]
-    assert one(conn, b"select status, proposal_id from public.ops_agent_reactions where id = %s", [reaction_id]) == (
+    assert row(conn, b"select status, proposal_id from public.ops_agent_reactions where id = %s", [reaction_id]) == (
         "done",
         proposal_id,
     )
@@ -183,7 +181,7 @@ def test_human_reject_stores_reason_and_warning_event(api: psycopg.Connection, c
     result = propose(api, [step("post_tweet")], agent_id="twitter-alt")
     rejected = rpc(api, "ops_reject_proposal", proposal_id=result["proposal_id"], reason="off-brand", decided_by="bob")
     assert rejected["status"] == "rejected"
-    assert one(
+    assert row(
         conn,
         b"select status, rejection_reason from public.ops_mission_proposals where id = %s",
         [result["proposal_id"]],
@@ -219,7 +217,7 @@ def test_disabled_kind_gate_rejects_with_reason_and_nothing_reaches_the_queue(
     assert result["status"] == "rejected"
     assert result["reason"]
     assert result["mission_id"] is None
-    stored = one(
+    stored = row(
         conn,
         b"select status, rejection_reason from public.ops_mission_proposals where id = %s",
         [result["proposal_id"]],
@@ -318,7 +316,7 @@ def test_claim_returns_contract_fields_and_sets_reservation(api: psycopg.Connect
     lease = datetime.fromisoformat(item["lease_expires_at"])
     # Default lease = the seed's 30 minutes, from policy.
     assert timedelta(minutes=29) < lease - before < timedelta(minutes=31)
-    status, attempt, reserved_by, reserved_at, lease_at = one(
+    status, attempt, reserved_by, reserved_at, lease_at = row(
         conn,
         b"select status, attempt, reserved_by, reserved_at, lease_expires_at from public.ops_mission_steps"
         b" where id = %s",
@@ -514,10 +512,10 @@ def test_retry_with_exponential_backoff_then_fails_for_good(api: psycopg.Connect
         at = _now(conn)
         result = fail(api, item["id"], attempt, f"timeout {attempt}")
         assert result["status"] == "queued"
-        row = step_rows(conn, mission_id)[0]
-        assert row["status"] == "queued"
-        assert row["last_error"] == f"timeout {attempt}"
-        delays.append((row["run_after"] - at).total_seconds())
+        stored = step_rows(conn, mission_id)[0]
+        assert stored["status"] == "queued"
+        assert stored["last_error"] == f"timeout {attempt}"
+        delays.append((stored["run_after"] - at).total_seconds())
         assert claim(api, kinds=["crawl"]) == []  # not before run_after
         retrying = events(conn, "step:retrying", step_id=item["id"])
         assert len(retrying) == attempt
@@ -554,7 +552,7 @@ def test_permanent_failure_cancels_remaining_steps_and_fails_the_mission(
     result = fail(api, branch["id"], branch["attempt"], "bad data", retryable=False)
     assert (result["status"], result["mission_status"]) == ("failed", "failed")
     assert [s["status"] for s in step_rows(conn, mission_id)] == ["succeeded", "failed", "cancelled", "cancelled"]
-    status, reason, finalized_at = one(
+    status, reason, finalized_at = row(
         conn, b"select status, failure_reason, finalized_at from public.ops_missions where id = %s", [mission_id]
     )
     assert status == "failed"
@@ -616,10 +614,10 @@ def test_late_completion_after_stale_recovery_is_refused_and_changes_nothing(
     recovered = rpc(api, "ops_recover_stale_steps")
     assert recovered["recovered"] == 1
     assert recovered["requeued"] == 1
-    row = step_rows(conn, created["mission_id"])[0]
-    assert row["status"] == "queued"
-    match = re.fullmatch(r"Stale: no progress for (\d+) minutes", row["last_error"] or "")
-    assert match, row["last_error"]
+    stored = step_rows(conn, created["mission_id"])[0]
+    assert stored["status"] == "queued"
+    match = re.fullmatch(r"Stale: no progress for (\d+) minutes", stored["last_error"] or "")
+    assert match, stored["last_error"]
     assert 30 <= int(match.group(1)) <= 32
     assert len(events(conn, "step:recovered", step_id=item["id"])) == 1
 
@@ -789,7 +787,7 @@ def test_event_trigger_mission_failed_proposes_a_diagnosis_once(
     failed = _fail_mission(api)
     result = rpc(api, "ops_evaluate_triggers")
     assert result["fired"] == 1, result
-    proposal = one(
+    proposal = row(
         conn,
         b"select agent_id, title, source, dedupe_key, proposed_steps from public.ops_mission_proposals"
         b" where source = 'trigger'",
@@ -799,7 +797,7 @@ def test_event_trigger_mission_failed_proposes_a_diagnosis_once(
     assert title == f"Diagnose failed mission #{failed}"
     assert dedupe_key
     assert str(proposed[0]["payload"]["mission_id"]) == str(failed)
-    fire_count, last_fired_at = one(
+    fire_count, last_fired_at = row(
         conn, b"select fire_count, last_fired_at from public.ops_trigger_rules where id = %s", [rule_id]
     )
     assert fire_count == 1
@@ -855,20 +853,10 @@ def test_schedule_trigger_skip_probability(api: psycopg.Connection, conn: psycop
 
 def test_threshold_trigger_fires_when_the_value_is_crossed(api: psycopg.Connection, conn: psycopg.Connection) -> None:
     _enable_rule(conn, "tweet_high_engagement")
-    low = {
-        "type": "tweet:metrics",
-        "agent_id": "twitter-alt",
-        "payload": {"tweet_id": "t-low", "engagement_rate": 0.01},
-    }
-    rpc(api, "ops_emit_event", event=low)
-    assert rpc(api, "ops_evaluate_triggers")["fired"] == 0
-    high = {
-        "type": "tweet:metrics",
-        "agent_id": "twitter-alt",
-        "payload": {"tweet_id": "t-hi", "engagement_rate": 0.08},
-    }
-    rpc(api, "ops_emit_event", event=high)
-    assert rpc(api, "ops_evaluate_triggers")["fired"] == 1
+    for tweet_id, engagement_rate, fired in (("t-low", 0.01, 0), ("t-hi", 0.08, 1)):
+        payload = {"tweet_id": tweet_id, "engagement_rate": engagement_rate}
+        rpc(api, "ops_emit_event", event={"type": "tweet:metrics", "agent_id": "twitter-alt", "payload": payload})
+        assert rpc(api, "ops_evaluate_triggers")["fired"] == fired
     assert rows(conn, b"select title, source from public.ops_mission_proposals") == [
         ("Why did tweet t-hi go viral?", "trigger")
     ]
@@ -997,7 +985,7 @@ def test_stale_recovery_skips_a_step_that_is_being_completed(db_url: str, conn: 
         recovered = rpc(api, "ops_recover_stale_steps")
         worker.commit()
     assert recovered["recovered"] == 0, recovered
-    status, output, attempt = one(
+    status, output, attempt = row(
         conn, b"select status, output, attempt from public.ops_mission_steps where id = %s", [item["id"]]
     )
     assert (status, output, attempt) == ("succeeded", {"just": "in time"}, 1)

@@ -15,7 +15,7 @@ import pytest
 
 from agent_ops import Ops, step
 from agent_ops.config import ConfigError
-from tests.conftest import direct_settings
+from tests.kit.settings import direct_settings
 from vps_worker.builtin import builtin_executors, echo, emit_event, http_executor, llm_executor, noop, sleep
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import PermanentError, RetryableError, StepContext, executor, registry, with_aliases

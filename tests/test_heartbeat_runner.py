@@ -14,6 +14,7 @@ import pytest
 from agent_ops import Ops
 from agent_ops.heartbeat import run_forever, run_once
 from agent_ops.triggers import PluginTrigger, TriggerContext, registered, trigger, unregister_all
+from tests.kit.settings import direct_settings
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +75,6 @@ def test_one_failing_or_slow_plugin_does_not_stop_the_rest(ops: Ops) -> None:
 
 
 def test_a_failed_call_is_reported_not_raised() -> None:
-    from tests.conftest import direct_settings  # noqa: PLC0415
-
     with Ops(direct_settings("postgresql://postgres@127.0.0.1:9/x", retries=0, timeout=1)) as ops:
         run = run_once(ops)
     assert not run.ok

@@ -11,7 +11,7 @@ import pytest
 
 from agent_ops.localpg import LocalPostgres
 from agent_ops.migrations import migrate
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 MIGRATIONS = ROOT / "supabase" / "migrations"
 

@@ -18,8 +18,8 @@ from psycopg.adapt import Loader
 
 from agent_ops import Ops, jsonsafe, step
 from agent_ops.jsonsafe import MAX_DEPTH, TRUNCATED, Truncated
-from tests.conftest import direct_settings
 from tests.deep_json import deep_array, depth_of, plant
+from tests.kit.settings import direct_settings
 from tests.postgrest_standin import StandIn
 from tests.test_cli import cli
 

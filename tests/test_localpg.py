@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from agent_ops.localpg import LocalPostgres, external_home
-from tests.conftest import ROOT
+from tests.kit.children import agent_ops, environment
+from tests.kit.database import ROOT
 
 AGENT_OPS = str(ROOT / ".venv" / "bin" / "agent-ops") if (ROOT / ".venv").exists() else "agent-ops"
 
@@ -34,15 +35,8 @@ def scratch_home() -> Iterator[Path]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [AGENT_OPS, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-        cwd="/",
-    )
+    """The installed `agent-ops` script, outside the checkout."""
+    return agent_ops(*args, env={**os.environ, **(env or {})}, cwd=Path("/"), program=[AGENT_OPS])
 
 
 def test_start_is_idempotent_and_status_url_stop_behave(scratch_home: Path) -> None:
@@ -162,7 +156,7 @@ def test_status_and_url_report_a_stopped_server_with_exit_3(tmp_path: Path) -> N
 
 def test_the_project_server_url_is_printed_for_scripts() -> None:
     url = subprocess.run(
-        [AGENT_OPS, "db", "url"], capture_output=True, text=True, timeout=60, check=False, env=clean_env(), cwd=ROOT
+        [AGENT_OPS, "db", "url"], capture_output=True, text=True, timeout=60, check=False, env=environment(), cwd=ROOT
     )
     assert url.returncode == 0
     with psycopg.connect(url.stdout.strip()) as conn:
@@ -179,21 +173,8 @@ def test_a_restart_keeps_the_port_even_with_connections_in_time_wait(scratch_hom
     assert after.port == before.port
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE_", "AGENT_OPS_"))}
-    return {**env, **extra}
-
-
 def in_checkout(checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent_ops", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=clean_env(),
-        cwd=checkout,
-    )
+    return agent_ops(*args, env=environment(), cwd=checkout, timeout=180)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-only: the server runs as the postgres user")
@@ -244,7 +225,7 @@ def test_an_explicit_agent_ops_home_is_never_moved(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         check=False,
-        env=clean_env(AGENT_OPS_HOME=str(private)),
+        env=environment(AGENT_OPS_HOME=str(private)),
         cwd="/",
     )
     assert result.returncode == 1
@@ -260,7 +241,7 @@ def psql_as(user: str, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
         check=False,
-        env=clean_env(PGCONNECT_TIMEOUT="5"),
+        env=environment(PGCONNECT_TIMEOUT="5"),
         cwd="/",
     )
 

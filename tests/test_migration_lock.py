@@ -19,7 +19,7 @@ import pytest
 
 from agent_ops.localpg import find_binaries
 from agent_ops.migrations import list_migrations, migrate
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 MIGRATIONS = ROOT / "supabase" / "migrations"
 LOCK = ROOT / "supabase" / "migrations.lock"

@@ -17,7 +17,7 @@ from agent_ops.migrations import (
     migrate,
     split_statements,
 )
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 from tests.test_cli import cli
 
 MIGRATIONS = ROOT / "supabase" / "migrations"

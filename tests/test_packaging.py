@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from agent_ops.migrations import list_migrations
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 
 def test_the_wheel_carries_the_schema_and_both_packages(tmp_path: Path) -> None:

@@ -7,12 +7,10 @@ Raw sockets where a client must misbehave in ways httpx will not; the server's m
 
 from __future__ import annotations
 
-import os
 import re
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,8 +21,10 @@ import httpx
 import pytest
 
 from agent_ops import Ops
+from agent_ops.processes import Processes
 from agent_ops.server import BackgroundServer, create_app
-from tests.conftest import direct_settings
+from tests.kit.children import environment
+from tests.kit.settings import direct_settings
 
 KEY = "ops-key-for-serve-tests"
 MIB = 1024 * 1024
@@ -53,45 +53,27 @@ Serve = Callable[..., Served]
 @pytest.fixture
 def serve(db_url: str, tmp_path: Path) -> Iterator[Serve]:
     """Starts `agent-ops serve --port 0 <flags>` with OPS_KEY (which also opens the console) and more env."""
-    processes: list[subprocess.Popen[bytes]] = []
+    environ = environment(DATABASE_URL=db_url, OPS_KEY=KEY, PYTHONUNBUFFERED="1")
+    with Processes(tmp_path, environ=environ, cwd=tmp_path) as processes:
 
-    def start(*flags: str, **extra_env: str) -> Served:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DATABASE_URL", "SUPABASE_", "AGENT_OPS_", "CONSOLE_", "FORWARDED_ALLOW_IPS"))
-        }
-        env.update(DATABASE_URL=db_url, OPS_KEY=KEY, PYTHONUNBUFFERED="1", **extra_env)
-        log = tmp_path / f"serve-{len(processes)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "agent_ops", "serve", "--port", "0", *flags],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=tmp_path,
-            )
-        processes.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
-            if found:
-                port = int(found.group(1))
-                return Served(f"http://127.0.0.1:{port}", port, process.pid, log)
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"agent-ops serve did not start:\n{log.read_text(errors='replace')}")
+        def start(*flags: str, **extra_env: str) -> Served:
+            name = f"serve-{len(processes.children)}"
+            argv = [sys.executable, "-m", "agent_ops", "serve", "--port", "0", *flags]
+            process = processes.start(name, argv, extra_env)
+            log = processes.log_path(name)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", processes.log(name))
+                if found:
+                    port = int(found.group(1))
+                    return Served(f"http://127.0.0.1:{port}", port, process.pid, log)
+                if process.poll() is not None:
+                    break
+                time.sleep(0.05)
+            raise AssertionError(f"agent-ops serve did not start:\n{processes.log(name)}")
 
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGINT)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield start
+        processes.stop(signal.SIGINT, timeout=10)
 
 
 def read_response(sock: socket.socket) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 
 from agent_ops import Ops, Secret
 from agent_ops.server import BackgroundServer, create_app
-from tests.conftest import direct_settings
+from tests.kit.settings import direct_settings
 
 KEY = "ops-key-for-tests-only"
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from agent_ops.migrations import list_migrations, migrate
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 CLI = ROOT / "node_modules" / ".bin" / "supabase"
 MIGRATIONS = ROOT / "supabase" / "migrations"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.kit.database import ROOT
 
 SCRIPT = ROOT / "scripts" / "system-deps"
 PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_dump", "psql", "runuser", "pg_prove", "chromium")

@@ -32,8 +32,8 @@ def scenarios(full: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "R1": lambda: exactly_once.run(size["R1"]),
         "R2": lambda: crashes.run(size["R2"]),
         "R3": lambda: restart.run(size["R3"]),
-        "R4": lambda: races.gate_race(size["R4"]),
-        "R5": lambda: races.trigger_race(copies=size["R5"]),
+        "R4": lambda: races.gate_races(size["R4"]),
+        "R5": lambda: races.trigger_races(copies=size["R5"]),
         # The short form replays the same examples every run (CI stays deterministic); the full one explores.
         "R6": lambda: fuzz.run(size["R6"], derandomize=not full),
     }

@@ -1,4 +1,5 @@
-"""Shared helpers for the behaviour-level contract tests (tests/test_contract_*.py).
+"""Calling the ops_* functions as the API does, for the contract tests (tests/test_contract_*.py) and the
+seeded races.
 
 Every RPC is called the way the API calls it: on a connection that did `set role service_role`, with named
 arguments. The owner connection (the `conn` fixture, a superuser) is used only to arrange scenarios the API
@@ -16,18 +17,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-T = TypeVar("T")
+from agent_ops.client import step
+from tests.kit.database import OPS_TABLES, rows, scalar
 
-OPS_TABLES = (
-    "ops_mission_proposals",
-    "ops_missions",
-    "ops_mission_steps",
-    "ops_agent_events",
-    "ops_policy",
-    "ops_agent_reactions",
-    "ops_trigger_rules",
-    "ops_action_runs",
-)
+T = TypeVar("T")
 
 KIND_RE = "^[a-z][a-z0-9_]{0,63}$"
 
@@ -85,15 +78,6 @@ def message(error: psycopg.Error) -> str:
     return error.diag.message_primary or ""
 
 
-def step(kind: str, payload: dict[str, Any] | None = None, depends_on: list[int] | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"kind": kind}
-    if payload is not None:
-        result["payload"] = payload
-    if depends_on is not None:
-        result["depends_on"] = depends_on
-    return result
-
-
 def propose(
     connection: psycopg.Connection,
     steps: list[dict[str, Any]] | None = None,
@@ -149,24 +133,6 @@ def fail(
         dict[str, Any],
         rpc(connection, "ops_fail_step", step_id=step_id, attempt=attempt, error=error, retryable=retryable),
     )
-
-
-def scalar(connection: psycopg.Connection, query: sql.SQL | sql.Composed | bytes, params: Any = None) -> Any:
-    row = connection.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
-def one(connection: psycopg.Connection, query: sql.SQL | sql.Composed | bytes, params: Any = None) -> tuple[Any, ...]:
-    row = connection.execute(query, params).fetchone()
-    assert row is not None
-    return row
-
-
-def rows(
-    connection: psycopg.Connection, query: sql.SQL | sql.Composed | bytes, params: Any = None
-) -> list[tuple[Any, ...]]:
-    return connection.execute(query, params).fetchall()
 
 
 def snapshot(owner: psycopg.Connection) -> dict[str, Any]:

@@ -1,0 +1,13 @@
+"""The test kit: what the tests, the benchmarks (bench/) and the chaos suite (bench/chaos/) share.
+
+- `database`: the embedded server, scratch databases and servers, a migrated and seeded schema with policy
+  set, and one-value queries;
+- `contract`: calling the ops_* functions as the API does (role service_role), and running calls at once;
+- `children`: processes (workers, `agent-ops serve`) started with a clean environment, and waiting for a
+  condition;
+- `recorded`: the `recorded` executor, which notes every execution outside Postgres, and the tally of it;
+- `workload` and `races`: the seeded scenarios behind the invariants that are checked at a small size in
+  tests/ and at large sizes by the chaos suite (docs/architecture.md, "The five invariants").
+
+Test code only: the wheel ships agent_ops and vps_worker, never this.
+"""
