@@ -11,7 +11,9 @@ against this server, which follows the documented RPC contract agent_ops relies 
 - one transaction per request, connected as `authenticator` (with Supabase's 8 s statement timeout);
 - SQLSTATE → HTTP status as PostgREST's mapSQLtoHTTP does (P0001 → 400, PTxxx → xxx, 42501 → 401 for anon and
   403 otherwise, 23505 → 409, ...); error body `{code, message, details, hint}` with a `Proxy-Status` header;
-- 204 for void functions.
+- 204 for void functions;
+- a json or jsonb result sent as the database wrote it, never decoded and encoded again (so any depth the
+  database holds reaches the client, as from PostgREST).
 
 It also injects one fault for the retry tests: `drop_response_once(fn)` commits the call and then closes
 the connection without answering, as a network failure after commit would.
@@ -32,6 +34,8 @@ import jwt
 import psycopg
 import psycopg_pool
 from psycopg import sql
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.conninfo import make_conninfo
 
 JWT_SECRET = "agent-ops-standin-jwt-secret-at-least-32-bytes"
@@ -74,6 +78,23 @@ def http_status(code: str, message: str, authed: bool) -> int:
     return prefixes.get(code[:2], 400)
 
 
+class RawJson:
+    """json/jsonb exactly as Postgres wrote it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class RawJsonLoader(Loader):
+    def load(self, data: Buffer) -> RawJson:
+        return RawJson(bytes(data))
+
+
+def _raw_json(conn: psycopg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, RawJsonLoader)
+
+
 @dataclass(frozen=True)
 class Routine:
     name: str
@@ -90,7 +111,13 @@ class StandIn:
         # PostgREST's login role; the embedded server gives it the superuser's password.
         authenticator_url = make_conninfo(db_url, user="authenticator")
         self._pool = psycopg_pool.ConnectionPool(
-            authenticator_url, min_size=1, max_size=32, kwargs={"autocommit": False}, open=True, name="standin"
+            authenticator_url,
+            min_size=1,
+            max_size=32,
+            kwargs={"autocommit": False},
+            configure=_raw_json,
+            open=True,
+            name="standin",
         )
         self._drop_once: set[str] = set()
         self._lock = threading.Lock()
@@ -144,7 +171,7 @@ class StandIn:
                 return
 
             def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-                payload = b"" if body is None else json.dumps(body).encode()
+                payload = b"" if body is None else body.data if isinstance(body, RawJson) else json.dumps(body).encode()
                 self.send_response(status)
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)

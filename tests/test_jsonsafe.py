@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
 
 from agent_ops import Ops, jsonsafe, step
 from agent_ops.jsonsafe import MAX_DEPTH, TRUNCATED, Truncated
 from tests.deep_json import deep_array, depth_of, plant
 from tests.kit.settings import direct_settings
-from tests.postgrest_standin import StandIn
 from tests.test_cli import cli
 
 JSON = st.recursive(
@@ -105,71 +99,6 @@ def test_nan_and_infinity_decode_as_json_loads_decodes_them() -> None:
 
 
 # -- through the transports -----------------------------------------------------------------------------------
-
-
-class RawJson:
-    """json/jsonb exactly as Postgres wrote it."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class RawJsonLoader(Loader):
-    def load(self, data: Buffer) -> RawJson:
-        return RawJson(bytes(data))
-
-
-class PassThroughStandIn(StandIn):
-    """The stand-in, answering with the database's JSON text untouched, as PostgREST does.
-
-    The stand-in decodes each answer and encodes it again, which Python cannot do for 3,000 levels; real
-    PostgREST never decodes, so a client must cope with whatever depth the database holds.
-    """
-
-    def __init__(self, db_url: str) -> None:
-        super().__init__(db_url)
-        original = self._pool  # its server, role and credentials, whatever the stand-in uses
-        self._pool = psycopg_pool.ConnectionPool(
-            original.conninfo,
-            min_size=1,
-            max_size=8,
-            kwargs=original.kwargs,
-            configure=self._raw_json,
-            open=True,
-            name="standin-raw",
-        )
-        original.close()
-
-    @staticmethod
-    def _raw_json(conn: psycopg.Connection) -> None:
-        for name in ("json", "jsonb"):
-            conn.adapters.register_loader(name, RawJsonLoader)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        base: Any = super()._handler()
-
-        class Handler(base):  # type: ignore[misc]
-            def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-                if not isinstance(body, RawJson):
-                    super()._send(status, body, headers)
-                    return
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body.data)))
-                self.end_headers()
-                self.wfile.write(body.data)
-
-        return Handler
-
-
-@pytest.fixture
-def standin(db_url: str) -> Iterator[StandIn]:
-    """Overrides conftest's: the `ops` fixture's PostgREST transport talks to the pass-through stand-in."""
-    server = PassThroughStandIn(db_url)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def deep_everywhere(ops: Ops, conn: psycopg.Connection) -> tuple[int, int, int]:
