@@ -101,27 +101,20 @@ def register(commands: Any) -> None:
         help="believe X-Forwarded-For/-Proto only from these proxies: comma-separated IPs or networks, or * "
         f"(default: ${FORWARDED_SETTING}, else none: the client is the connection's peer)",
     )
-    limits.add_argument(
-        "--header-timeout",
-        type=_positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="close a connection that has not sent a complete request head within SECONDS (default 10)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=_positive(float),
-        default=10.0,
-        metavar="SECONDS",
-        help="answer 408 when a request body stalls for SECONDS (default 10)",
-    )
-    limits.add_argument(
-        "--keep-alive-timeout",
-        type=_positive(int),
-        default=5,
-        metavar="SECONDS",
-        help="close an idle keep-alive connection after SECONDS (default 5)",
-    )
+    timeouts: list[tuple[str, type[float] | type[int], float, str]] = [
+        (
+            "--header-timeout",
+            float,
+            10.0,
+            "close a connection that has not sent a complete request head within SECONDS",
+        ),
+        ("--body-timeout", float, 10.0, "answer 408 when a request body stalls for SECONDS"),
+        ("--keep-alive-timeout", int, 5, "close an idle keep-alive connection after SECONDS"),
+    ]
+    for flag, kind, default, text in timeouts:
+        limits.add_argument(
+            flag, type=_positive(kind), default=default, metavar="SECONDS", help=f"{text} (default {default:g})"
+        )
     limits.add_argument(
         "--key-failures-per-minute",
         type=_positive(int),
