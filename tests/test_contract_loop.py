@@ -27,6 +27,7 @@ from tests.kit.contract import (
     set_policy,
     snapshot,
     step_rows,
+    update_policy,
 )
 from tests.kit.database import row, rows, scalar
 
@@ -43,10 +44,7 @@ def _now(owner: psycopg.Connection) -> datetime:
 
 
 def _enable_reactions(api: psycopg.Connection) -> dict[str, Any]:
-    matrix = get_policy(api, "reaction_matrix")
-    matrix["enabled"] = True
-    set_policy(api, "reaction_matrix", matrix)
-    return matrix
+    return update_policy(api, "reaction_matrix", enabled=True)
 
 
 def _fail_mission(api: psycopg.Connection, agent_id: str = "scout") -> int:
@@ -193,9 +191,7 @@ def test_human_reject_stores_reason_and_warning_event(api: psycopg.Connection, c
 
 def test_approval_reruns_the_gates(api: psycopg.Connection, conn: psycopg.Connection) -> None:
     """Approval re-runs the gates (docs/architecture.md, invariant 4) and may end as rejected with the reason."""
-    gates = get_policy(api, "step_kind_gates")
-    gates["post_tweet"] = {"daily_limit": 1}
-    set_policy(api, "step_kind_gates", gates)
+    update_policy(api, "step_kind_gates", post_tweet={"daily_limit": 1})
     first = propose(api, [step("post_tweet")], agent_id="twitter-alt", title="one")
     second = propose(api, [step("post_tweet")], agent_id="twitter-alt", title="two")
     assert (first["status"], second["status"]) == ("pending", "pending")
@@ -237,12 +233,9 @@ def test_per_agent_daily_proposal_limit(api: psycopg.Connection, conn: psycopg.C
 
 def test_cap_gate_does_not_count_steps_of_cancelled_missions(api: psycopg.Connection, conn: psycopg.Connection) -> None:
     """step_kind_gates 'counts steps of that kind created since UTC midnight in missions that are not cancelled'."""
-    gates = get_policy(api, "step_kind_gates")
-    gates["post_tweet"] = {"daily_limit": 2}
-    set_policy(api, "step_kind_gates", gates)
-    auto = get_policy(api, "auto_approve")
-    auto["allowed_step_kinds"] = [*auto["allowed_step_kinds"], "post_tweet"]
-    set_policy(api, "auto_approve", auto)
+    update_policy(api, "step_kind_gates", post_tweet={"daily_limit": 2})
+    allowed = get_policy(api, "auto_approve")["allowed_step_kinds"]
+    update_policy(api, "auto_approve", allowed_step_kinds=[*allowed, "post_tweet"])
     first = propose(api, [step("post_tweet")], agent_id="twitter-alt")
     assert propose(api, [step("post_tweet")], agent_id="twitter-alt")["status"] == "accepted"
     assert propose(api, [step("post_tweet")], agent_id="twitter-alt")["status"] == "rejected"
@@ -356,10 +349,7 @@ def test_default_lease_comes_from_worker_policy_with_per_kind_overrides(
     api: psycopg.Connection, conn: psycopg.Connection
 ) -> None:
     """'worker_policy (stale/lease seconds, max_attempts, backoff ...; per-kind overrides)'."""
-    policy = get_policy(api, "worker_policy")
-    policy["lease_seconds"] = 300
-    policy["kinds"] = {"analyze": {"lease_seconds": 60}}
-    set_policy(api, "worker_policy", policy)
+    update_policy(api, "worker_policy", lease_seconds=300, kinds={"analyze": {"lease_seconds": 60}})
     propose(api, [step("crawl")])
     propose(api, [step("analyze")])
     before = _now(conn)
@@ -500,9 +490,7 @@ def test_depends_on_allows_parallel_branches_and_joins(api: psycopg.Connection, 
 def test_retry_with_exponential_backoff_then_fails_for_good(api: psycopg.Connection, conn: psycopg.Connection) -> None:
     """'retryable and attempts left -> back to queued with exponential backoff plus jitter (step:retrying);
     otherwise failed and the mission is finalized'."""
-    policy = get_policy(api, "worker_policy")
-    policy.update({"max_attempts": 3, "backoff_base_seconds": 30, "backoff_max_seconds": 3600})
-    set_policy(api, "worker_policy", policy)
+    update_policy(api, "worker_policy", max_attempts=3, backoff_base_seconds=30, backoff_max_seconds=3600)
     created = propose(api, [step("crawl"), step("analyze")])
     mission_id = created["mission_id"]
     delays: list[float] = []
@@ -641,9 +629,7 @@ def test_late_completion_after_stale_recovery_is_refused_and_changes_nothing(
 def test_stale_recovery_out_of_attempts_fails_and_finalizes_the_mission(
     api: psycopg.Connection, conn: psycopg.Connection
 ) -> None:
-    policy = get_policy(api, "worker_policy")
-    policy["max_attempts"] = 1
-    set_policy(api, "worker_policy", policy)
+    update_policy(api, "worker_policy", max_attempts=1)
     created = propose(api, [step("crawl"), step("analyze")])
     [item] = claim(api)
     conn.execute(
@@ -659,9 +645,7 @@ def test_stale_recovery_out_of_attempts_fails_and_finalizes_the_mission(
 def test_stale_recovery_leaves_live_leases_alone_and_is_batch_capped(
     api: psycopg.Connection, conn: psycopg.Connection
 ) -> None:
-    beat = get_policy(api, "heartbeat")
-    beat["recovery_batch"] = 3
-    set_policy(api, "heartbeat", beat)
+    update_policy(api, "heartbeat", recovery_batch=3)
     set_policy(api, "max_active_missions", {"limit": 100})
     for i in range(6):
         propose(api, [step("crawl")], title=f"m{i}")

@@ -97,6 +97,13 @@ def get_policy(connection: psycopg.Connection, key: str) -> dict[str, Any]:
     return cast(dict[str, Any], rpc(connection, "ops_get_policy", key=key)["value"])
 
 
+def update_policy(connection: psycopg.Connection, key: str, **changes: Any) -> dict[str, Any]:
+    """Read a policy key's value, change some of its fields, write it back; returns the new value."""
+    value = {**get_policy(connection, key), **changes}
+    set_policy(connection, key, value)
+    return value
+
+
 def claim(
     connection: psycopg.Connection,
     worker_id: str = "worker-1",
