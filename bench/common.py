@@ -27,7 +27,7 @@ def bench_processes(name: str) -> CheckoutProcesses:
 
 
 # Finished history, written in bulk with status triggers off, spread over the 29 days before a point 5 hours
-# ago: older than every trigger lookback, inside the seed's 30-day retention.
+# ago: older than every trigger lookback, inside supabase/seed.sql's 30-day retention.
 HISTORY = """
 set session_replication_role = replica;
 insert into public.ops_mission_proposals

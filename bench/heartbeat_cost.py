@@ -1,6 +1,6 @@
 """P4 — what one `ops_heartbeat()` costs after 1,000 new events, on an empty history and on a long one.
 
-Both databases get the seed's 8 trigger rules enabled (no skip probability) and the reaction matrix on, so
+Both databases get supabase/seed.sql's 8 trigger rules enabled (no skip probability) and the reaction matrix on, so
 every heartbeat evaluates every rule, fires the due ones through ops_create_proposal and turns queued
 reactions into proposals. The long history — 1,000,000 events and 100,000 finished 3-step missions — is
 written in bulk (generate_series, status triggers off) over the 30 days before the longest trigger lookback,

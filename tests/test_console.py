@@ -84,7 +84,7 @@ def token(client: httpx.Client, page: str = "/console/proposals") -> str:
 
 
 def pending(ops: Ops, title: str = "Post the launch tweet") -> int:
-    """post_tweet is not auto-approved by the seed policy: the proposal waits for a human."""
+    """post_tweet is not auto-approved by supabase/seed.sql's policy: the proposal waits for a human."""
     result = ops.propose("twitter-alt", title, [step("draft_tweet"), step("post_tweet", depends_on=[0])])
     assert result.status == "pending"
     return result.proposal_id

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def served(db_url: str, tmp_path: Path) -> Iterator[str]:
-    """`agent-ops serve` with a console key, and one worker running the seed's tweet kinds with built-ins."""
+    """`agent-ops serve` with a console key, and one worker running supabase/seed.sql's tweet kinds with built-ins."""
     port = free_port()
     # Explicit values win over a developer's .env (plain HTTP here: no Secure cookie).
     with CheckoutProcesses(tmp_path, DATABASE_URL=db_url, CONSOLE_SECURE_COOKIE="0") as children:

@@ -65,7 +65,8 @@ def test_full_loop_failed_mission_reaction_diagnose_proposal_new_mission(
     api: psycopg.Connection, conn: psycopg.Connection
 ) -> None:
     """'the full loop (a failed mission -> mission:failed -> reaction -> diagnose proposal auto-approved -> new
-    mission)'. Uses the seed's mission_failed_diagnose pattern (step_kind analyze, auto-approved) switched on."""
+    mission)'. Uses supabase/seed.sql's mission_failed_diagnose pattern (step_kind analyze, auto-approved),
+    switched on."""
     _enable_reactions(api)
     failed_mission = _fail_mission(api)
 
@@ -307,7 +308,7 @@ def test_claim_returns_contract_fields_and_sets_reservation(api: psycopg.Connect
     assert item["attempt"] == 1
     assert item["inputs"] == {}
     lease = datetime.fromisoformat(item["lease_expires_at"])
-    # Default lease = the seed's 30 minutes, from policy.
+    # Default lease = 30 minutes, from the worker_policy of supabase/seed.sql.
     assert timedelta(minutes=29) < lease - before < timedelta(minutes=31)
     status, attempt, reserved_by, reserved_at, lease_at = row(
         conn,
@@ -592,7 +593,7 @@ def test_late_completion_after_stale_recovery_is_refused_and_changes_nothing(
 ) -> None:
     created = propose(api, [step("crawl"), step("analyze")])
     [item] = claim(api, worker_id="slow-worker")
-    # Make the step look abandoned for 31 minutes (the lease is the seed's 30 minutes).
+    # Make the step look abandoned for 31 minutes (the lease is supabase/seed.sql's 30 minutes).
     conn.execute(
         "update public.ops_mission_steps set reserved_at = reserved_at - interval '31 minutes',"
         " lease_renewed_at = lease_renewed_at - interval '31 minutes', started_at = started_at - interval '31 minutes',"
