@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,11 @@ def open_ops(args: argparse.Namespace) -> Iterator[Ops]:
         yield ops
 
 
+def who(args: argparse.Namespace) -> str:
+    """Who makes a change: --by, else the user's login name."""
+    return str(args.by or getpass.getuser() or "cli")
+
+
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -69,6 +75,14 @@ def when(value: datetime | None) -> str:
     if value.date() == datetime.now(UTC).date():
         return value.strftime("%H:%M:%S")
     return value.strftime("%Y-%m-%d %H:%M")
+
+
+def print_result(args: argparse.Namespace, value: Any, pairs: list[tuple[str, Any]]) -> None:
+    """`value` as JSON with --json, else `pairs` aligned for people."""
+    if args.json:
+        print_json(value)
+    else:
+        print_fields(pairs)
 
 
 def print_fields(pairs: list[tuple[str, Any]]) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_json
 from agent_ops.cli.output import print_table
+from agent_ops.cli.policy import save
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -34,13 +33,7 @@ def _switch(args: argparse.Namespace, *, enabled: bool) -> int:
     value: dict[str, Any] = {"enabled": enabled}
     if not enabled:
         value["reason"] = args.reason
-    with open_ops(args) as ops:
-        saved = ops.set_policy(f"worker:{args.kind}", value, args.by or getpass.getuser() or "cli")
-    if args.json:
-        print_json(saved)
-    else:
-        sys.stdout.write(f"{args.kind} {'enabled' if enabled else 'disabled'}\n")
-    return 0
+    return save(args, f"worker:{args.kind}", value, lambda _: f"{args.kind} {'enabled' if enabled else 'disabled'}")
 
 
 def register(commands: Any) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent_ops.cli.context import connection_options, open_ops, print_json
+from agent_ops.cli.context import connection_options, open_ops, print_json, who
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import print_table
+from agent_ops.models import Policy
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -41,17 +42,22 @@ def _value(text: str) -> Any:
         raise CliError(f"the value is not valid JSON ({error})", exit_code=2) from None
 
 
+def save(args: argparse.Namespace, key: str, value: dict[str, Any], said: Callable[[Policy], str]) -> int:
+    """Set one policy key as `who(args)`; print the saved policy as JSON with --json, else `said(saved)`."""
+    with open_ops(args) as ops:
+        saved = ops.set_policy(key, value, who(args))
+    if args.json:
+        print_json(saved)
+    else:
+        sys.stdout.write(said(saved) + "\n")
+    return 0
+
+
 def _set(args: argparse.Namespace) -> int:
     value = _value(args.value)
     if not isinstance(value, dict):
         raise CliError("a policy value is a JSON object", exit_code=2)
-    with open_ops(args) as ops:
-        saved = ops.set_policy(args.key, value, args.by or getpass.getuser() or "cli")
-    if args.json:
-        print_json(saved)
-    else:
-        sys.stdout.write(f"{saved.key} = {json.dumps(saved.value)}\n")
-    return 0
+    return save(args, args.key, value, lambda saved: f"{saved.key} = {json.dumps(saved.value)}")
 
 
 def register(commands: Any) -> None:

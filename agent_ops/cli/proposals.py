@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json
+from agent_ops.cli.context import connection_options, open_ops, print_result, who
 from agent_ops.cli.errors import CliError
 from agent_ops.models import PROPOSAL_SOURCES, MissionOutcome, ProposalResult
 
 EXIT_REFUSED = 4
-
-
-def _who(args: argparse.Namespace) -> str:
-    return str(args.by or getpass.getuser() or "cli")
 
 
 def parse_step(text: str) -> dict[str, Any]:
@@ -46,17 +41,16 @@ def _proposal_document(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _show_proposal(args: argparse.Namespace, result: ProposalResult) -> int:
-    if args.json:
-        print_json(result)
-    else:
-        print_fields(
-            [
-                ("proposal", result.proposal_id),
-                ("status", result.status + (" (duplicate)" if result.duplicate else "")),
-                ("mission", result.mission_id),
-                ("reason", result.reason),
-            ]
-        )
+    print_result(
+        args,
+        result,
+        [
+            ("proposal", result.proposal_id),
+            ("status", result.status + (" (duplicate)" if result.duplicate else "")),
+            ("mission", result.mission_id),
+            ("reason", result.reason),
+        ],
+    )
     return EXIT_REFUSED if result.status == "rejected" else 0
 
 
@@ -80,27 +74,26 @@ def _propose(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     with open_ops(args) as ops:
-        return _show_proposal(args, ops.approve(args.proposal_id, _who(args)))
+        return _show_proposal(args, ops.approve(args.proposal_id, who(args)))
 
 
 def _reject(args: argparse.Namespace) -> int:
     with open_ops(args) as ops:
-        _show_proposal(args, ops.reject(args.proposal_id, args.reason, _who(args)))
+        _show_proposal(args, ops.reject(args.proposal_id, args.reason, who(args)))
     return 0
 
 
 def _show_outcome(args: argparse.Namespace, outcome: MissionOutcome) -> None:
-    if args.json:
-        print_json(outcome)
-    else:
-        print_fields(
-            [
-                ("mission", outcome.mission_id),
-                ("status", outcome.status),
-                ("reason", outcome.reason),
-                ("cancelled steps", outcome.cancelled_steps),
-            ]
-        )
+    print_result(
+        args,
+        outcome,
+        [
+            ("mission", outcome.mission_id),
+            ("status", outcome.status),
+            ("reason", outcome.reason),
+            ("cancelled steps", outcome.cancelled_steps),
+        ],
+    )
 
 
 def _cancel(args: argparse.Namespace) -> int:
