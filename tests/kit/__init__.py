@@ -3,8 +3,10 @@
 - `database`: the embedded server, scratch databases and servers, a migrated and seeded schema with policy
   set, and one-value queries;
 - `contract`: calling the ops_* functions as the API does (role service_role), and running calls at once;
-- `children`: processes (workers, `agent-ops serve`) started with a clean environment, and waiting for a
-  condition;
+- `settings`: client settings for a test's database (direct, or PostgREST through tests/postgrest_standin.py);
+- `children`: processes (workers, `agent-ops serve`) started in the checkout with a clean environment over
+  agent_ops.processes (what `agent-ops demo` starts its worker with), the CLI run to its end, and waiting for
+  a condition;
 - `recorded`: the `recorded` executor, which notes every execution outside Postgres, and the tally of it;
 - `workload` and `races`: the seeded scenarios behind the invariants that are checked at a small size in
   tests/ and at large sizes by the chaos suite (docs/architecture.md, "The five invariants").
