@@ -15,6 +15,7 @@ itself (bench/ops_claim_complete.sql) — the agent-ops SQL with no Python in th
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -63,6 +64,8 @@ def pgbench(url: str, script: Path, clients: int, seconds: float = 0, transactio
         text=True,
         check=True,
         timeout=seconds + 600,
+        # The password goes through the environment, never the command line other users can read.
+        env={**os.environ, "PGPASSWORD": str(info.get("password") or "")},
     )
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     if not match:
