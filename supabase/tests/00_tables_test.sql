@@ -4,8 +4,9 @@ select plan(47);
 
 select tables_are('public', array[
   'ops_mission_proposals', 'ops_missions', 'ops_mission_steps', 'ops_agent_events',
-  'ops_policy', 'ops_agent_reactions', 'ops_trigger_rules', 'ops_action_runs'
-], 'public holds exactly the eight ops tables');
+  'ops_policy', 'ops_agent_reactions', 'ops_trigger_rules', 'ops_action_runs', 'ops_workers',
+  'ops_kind_breakers', 'ops_queue_stalls'
+], 'public holds exactly the ops tables');
 
 select has_pk('public', t, t || ' has a primary key')
   from unnest(array['ops_mission_proposals', 'ops_missions', 'ops_mission_steps', 'ops_agent_events',
@@ -22,7 +23,7 @@ select col_type_is('public', 'ops_mission_steps', 'depends_on', 'integer[]', 'st
 select columns_are('public', 'ops_mission_steps', array[
   'id', 'mission_id', 'position', 'kind', 'payload', 'depends_on', 'status', 'output', 'last_error', 'attempt',
   'max_attempts', 'priority', 'run_after', 'reserved_by', 'reserved_at', 'lease_renewed_at', 'lease_expires_at',
-  'started_at', 'finished_at', 'created_at'
+  'deadline_at', 'started_at', 'finished_at', 'created_at'
 ], 'steps carry lease, attempt and timing columns');
 
 -- Status vocabularies, written once as CHECK constraints.

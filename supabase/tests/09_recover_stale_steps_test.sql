@@ -12,7 +12,7 @@ create temp table ids as
 update public.ops_mission_steps set lease_expires_at = now() - interval '1 minute', lease_renewed_at = now() - interval '31 minutes'
  where id = (select crashy from ids);
 
-select is(public.ops_recover_stale_steps(), '{"recovered": 1, "requeued": 1, "failed": 0, "missions_finalized": 0}'::jsonb,
+select is(public.ops_recover_stale_steps(), '{"recovered": 1, "requeued": 1, "failed": 0, "timed_out": 0, "waiting_after_restart": 0, "missions_finalized": 0}'::jsonb,
   'one expired lease recovered');
 select results_eq($$select status, last_error, reserved_by, attempt from public.ops_mission_steps where id = (select crashy from ids)$$,
   $$values ('queued', 'Stale: no progress for 31 minutes', null::text, 1)$$, 'treated as a failed attempt and requeued');
@@ -29,7 +29,7 @@ select is(public.ops_recover_stale_steps() ->> 'recovered', '0', 'recovering aga
 update public.ops_mission_steps set max_attempts = 2, run_after = now() where id = (select crashy from ids);
 select public.ops_claim_next_step('w2', array['crawl']);
 update public.ops_mission_steps set lease_expires_at = now() - interval '1 second' where id = (select crashy from ids);
-select is(public.ops_recover_stale_steps() - 'recovered' - 'requeued', '{"failed": 1, "missions_finalized": 1}'::jsonb,
+select is(public.ops_recover_stale_steps() - 'recovered' - 'requeued', '{"failed": 1, "timed_out": 0, "waiting_after_restart": 0, "missions_finalized": 1}'::jsonb,
   'out of attempts: failed, and its mission finalized');
 select is((select m.status from public.ops_missions m join public.ops_mission_steps s on s.mission_id = m.id where s.id = (select crashy from ids)),
   'failed', 'and its mission finalized as failed');

@@ -25,8 +25,10 @@ select is((select array_agg((x ->> 'id')::bigint) from jsonb_array_elements(
   (select array_agg(id) from (select id from public.ops_agent_events order by id offset 1 limit 2) x),
   'after_id reads forward, oldest first');
 select throws_ok($$select public.ops_list_events(max_rows => 0)$$, 'PT400', 'max_rows must be from 1 to 1000', 'row cap is checked');
-select is(public.ops_status() - 'last_heartbeat' - 'recent_missions' - 'proposals' - 'missions',
-  '{"system_enabled": true, "queue": {"analyze": 1}, "running": {"worker-a": 1}, "reactions_queued": 0, "circuit_breakers": {}}'::jsonb,
+select is(public.ops_status() - 'last_heartbeat' - 'recent_missions' - 'proposals' - 'missions' - 'workers' - 'alerts'
+    - 'heartbeat_age_seconds',
+  '{"system_enabled": true, "queue": {"analyze": 1}, "running": {"worker-a": 1}, "reactions_queued": 0, "circuit_breakers": {},
+    "stalled": [], "breakers": {}}'::jsonb,
   'status: queue by kind, running per worker, breakers');
 select is(public.ops_status() -> 'proposals' -> 'pending', '1'::jsonb, 'status: pending proposals');
 
