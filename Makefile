@@ -6,12 +6,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 AGENT_OPS := $(BIN)/agent-ops
+# Deno comes from package.json (the npm `deno` package), never from a global install; its cache of the Edge
+# Function's npm imports lives in the checkout, like node_modules.
+DENO := node_modules/.bin/deno
+export DENO_DIR := $(CURDIR)/.deno
+export DENO_NO_UPDATE_CHECK := 1
+EDGE_FUNCTION := supabase/functions/ops-heartbeat
 
-.PHONY: help setup system-deps db migrate run test lint typecheck pgtap pytest bench chaos chaos-short stop clean
+.PHONY: help setup system-deps db migrate run test lint typecheck edge-check pgtap pytest bench chaos chaos-short stop clean
 
 help:
 	@echo "make run    set up, start the embedded Postgres, migrate, run the live loop and the console (DEMO_SECONDS=N to stop)"
-	@echo "make test   set up, then ruff, mypy, pgTAP, pytest (incl. Supabase CLI checks), the short chaos suite"
+	@echo "make test   set up, then ruff, mypy, deno check/lint, pgTAP, pytest (incl. Supabase CLI and Edge Function checks), the short chaos suite"
 	@echo "make bench  P1-P7 benchmarks against the raw Postgres ceiling and peers (about 6 minutes)"
 	@echo "make chaos  the full chaos suite R1-R6 (make chaos-short: the form make test runs)"
 	@echo "make stop   stop the embedded Postgres"
@@ -52,13 +58,20 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The Edge Function against the supabase-js its deno.lock pins (--frozen: a changed lock fails), then lint and
+# format checks. Its HTTP behaviour is tested by pytest (tests/test_edge_function.py).
+edge-check: setup
+	$(DENO) check --frozen --config $(EDGE_FUNCTION)/deno.json $(EDGE_FUNCTION)/index.ts
+	$(DENO) lint --config $(EDGE_FUNCTION)/deno.json $(EDGE_FUNCTION)
+	$(DENO) fmt --check --config $(EDGE_FUNCTION)/deno.json $(EDGE_FUNCTION)
+
 pgtap: db
 	@scripts/pgtap
 
 pytest: db
 	$(BIN)/pytest
 
-test: lint typecheck pgtap pytest chaos-short
+test: lint typecheck edge-check pgtap pytest chaos-short
 
 # Benchmarks are measurements, not tests: the peers (procrastinate, pgqueuer) come from the `bench` extra.
 $(VENV)/.bench-installed: $(VENV)/.installed
@@ -81,4 +94,4 @@ stop:
 # The embedded server's data may live outside the checkout (see README); `db destroy` finds it.
 clean:
 	@test ! -x $(AGENT_OPS) || $(AGENT_OPS) db destroy --yes
-	rm -rf .agent-ops $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .agent-ops $(VENV) node_modules .deno .mypy_cache .ruff_cache .pytest_cache
