@@ -82,7 +82,7 @@ declare
   opened_now boolean;
   opened integer := 0;
   recovered integer := 0;
-  stalled text[] := '{}';
+  stalled text[] := '{}'::text[];
 begin
   for health in select h.* from ops_internal.queue_health() as h where h.oldest_ready_at < pg_catalog.now() - threshold
   loop
