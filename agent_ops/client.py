@@ -7,7 +7,8 @@ Retries (tenacity, on TransportError only) are limited to calls whose repeat is 
   its response comes back as the same proposal (`duplicate: true`) instead of a second one.
 Never retried: claims (a lost claim response leaves its steps running under this worker until the lease
 expires; stale recovery then requeues them, so nothing is lost, but a blind retry would claim more work
-while those wait), approve/reject/cancel (a repeat answers PT409), events and the heartbeat.
+while those wait; notification claims likewise), approve/reject/cancel (a repeat answers PT409), events
+and the heartbeat.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from agent_ops.config import Settings
 from agent_ops.errors import TransportError
 from agent_ops.models import (
     ActionRun,
+    ClaimedNotification,
     ClaimedStep,
     EmittedEvent,
     Event,
@@ -38,6 +40,8 @@ from agent_ops.models import (
     Lease,
     Mission,
     MissionOutcome,
+    Notification,
+    NotificationReport,
     Policy,
     Proposal,
     ProposalResult,
@@ -293,3 +297,39 @@ class Ops:
     def preview_gates(self, proposal_id: int) -> GatePreview:
         """What approving this pending proposal would meet at the gates now; approval checks again."""
         return self._one(GatePreview.from_json, "ops_preview_gates", {"proposal_id": proposal_id}, retry=True)
+
+    # -- notifications ----------------------------------------------------------------------------------------
+
+    def claim_notifications(self, deliverer: str, max_items: int = 10) -> list[ClaimedNotification]:
+        """Due outbox rows under a lease, for a deliverer (agent_ops/notify.py). Never retried: a lost answer
+        leaves its rows leased until they expire, then they are claimed again."""
+        params = {"deliverer": deliverer, "max_items": max_items}
+        return [ClaimedNotification.from_json(n) for n in self.call("ops_claim_notifications", params)]
+
+    def report_notification(
+        self,
+        notification_id: int,
+        attempt: int,
+        delivered: bool,
+        *,
+        http_status: int | None = None,
+        error: str | None = None,
+        retry_after_seconds: int | None = None,
+    ) -> NotificationReport:
+        """Settle one attempt: sent, or retried (after `retry_after_seconds` when the sink said), or dead.
+        Fenced by attempt and idempotent (a repeat answers `duplicate`), so retried. `error` must hold no
+        secret: the deliverer redacts the sink's URL first."""
+        params = {
+            "id": notification_id,
+            "attempt": attempt,
+            "delivered": delivered,
+            "http_status": http_status,
+            "error": error,
+            "retry_after_seconds": retry_after_seconds,
+        }
+        return self._one(NotificationReport.from_json, "ops_report_notification", params, retry=True)
+
+    def notifications(self, status: str | None = None, limit: int = 50) -> list[Notification]:
+        """The notification outbox, newest first; `status="dead"` for the dead letters."""
+        params = {"status": status, "max_rows": limit}
+        return [Notification.from_json(n) for n in self.call("ops_list_notifications", params, retry=True)]

@@ -18,6 +18,8 @@ ProposalSource = Literal["api", "agent", "human", "trigger", "reaction"]
 MissionStatus = Literal["approved", "running", FinishedStatus]
 StepStatus = Literal["pending", "queued", "running", FinishedStatus]
 ActionRunStatus = Literal["running", "succeeded", "failed"]
+NotificationStatus = Literal["pending", "sending", "sent", "dead"]
+NotificationFormat = Literal["slack", "discord", "json"]
 
 FINISHED_STATUSES: tuple[FinishedStatus, ...] = get_args(FinishedStatus)
 PROPOSAL_STATUSES: tuple[ProposalStatus, ...] = get_args(ProposalStatus)
@@ -25,6 +27,7 @@ PROPOSAL_SOURCES: tuple[ProposalSource, ...] = get_args(ProposalSource)
 MISSION_STATUSES: tuple[MissionStatus, ...] = get_args(MissionStatus)
 STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
 ACTION_RUN_STATUSES: tuple[ActionRunStatus, ...] = get_args(ActionRunStatus)
+NOTIFICATION_STATUSES: tuple[NotificationStatus, ...] = get_args(NotificationStatus)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -300,3 +303,60 @@ class Status:
             last_heartbeat=data.get("last_heartbeat"),
             recent_missions=list(data.get("recent_missions") or []),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedNotification(_FromJson):
+    """One outbox row handed to a deliverer (`ops_claim_notifications`): where it goes and what it says.
+
+    `url_env` names the deliverer's environment variable that holds the sink's URL; the database never
+    sees the URL.
+    """
+
+    id: int
+    sink: str
+    attempt: int
+    format: NotificationFormat
+    url_env: str
+    idempotency_key: str
+    event: dict[str, Any]
+    matched: str = "type"
+    lease_expires_at: datetime | None = None
+    lease_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationReport(_FromJson):
+    """What `ops_report_notification` made of one attempt: sent, pending again (from next_attempt_at) or dead."""
+
+    id: int
+    sink: str
+    attempt: int
+    status: NotificationStatus
+    next_attempt_at: datetime | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Notification(_FromJson):
+    """One row of the notification outbox as `ops_list_notifications` shows it (newest first)."""
+
+    id: int
+    sink: str
+    status: NotificationStatus
+    attempts: int
+    event_id: int
+    event_type: str
+    created_at: datetime
+    matched: str = "type"
+    event_title: str | None = None
+    idempotency_key: str = ""
+    next_attempt_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    updated_at: datetime | None = None
+    sent_at: datetime | None = None
+    dead_at: datetime | None = None

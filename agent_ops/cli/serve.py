@@ -24,6 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from agent_ops.console import ConsoleAccess  # noqa: PLC0415
     from agent_ops.http_server import server_config  # noqa: PLC0415
+    from agent_ops.notify import Deliverer, DeliveryLoop  # noqa: PLC0415
     from agent_ops.server import create_app  # noqa: PLC0415
     from agent_ops.throttle import KeyThrottle  # noqa: PLC0415
 
@@ -55,10 +56,17 @@ def _serve(args: argparse.Namespace) -> int:
             forwarded_allow_ips=proxies,
         )
         _log_warnings_to_stderr("agent_ops.throttle")
+        _log_warnings_to_stderr("agent_ops.notify")
         server = uvicorn.Server(config)
-        # uvicorn re-raises the Ctrl-C it has already shut down cleanly for; `uvicorn.run` swallows it too.
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run()
+        with contextlib.ExitStack() as background:
+            if args.notify_every > 0:
+                # Notifications that are due go out from here every few seconds (agent_ops/notify.py).
+                deliverer = background.enter_context(Deliverer(ops))
+                background.enter_context(DeliveryLoop(deliverer, every=args.notify_every))
+                note(f"notifications: delivered every {args.notify_every:g} s (policy `notifications`)")
+            # uvicorn re-raises the Ctrl-C it has already shut down cleanly for; `uvicorn.run` swallows it too.
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
     return 0 if server.started else STARTUP_FAILURE
 
 
@@ -94,6 +102,13 @@ def register(commands: Any) -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--plugins", action="append", metavar="MODULE", help="import trigger plug-ins from MODULE")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--notify-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="deliver due notifications every SECONDS from a background thread; 0 turns it off (default 5)",
+    )
     limits = serve.add_argument_group("limits")
     limits.add_argument(
         "--forwarded-allow-ips",
