@@ -6,7 +6,8 @@
 -- failure. Tags naming the loop's entities, alone or as `entity:...`, are now refused on domain events with
 -- PT400; the loop's own events still carry them, and patterns keep matching real events by their type tag.
 
--- The entities whose events come only from the loop's state changes (and the worker and queue reports).
+-- The entities whose events come only from the loop's state changes (and the worker, queue, budget and
+-- notification reports).
 create or replace function ops_internal.reserved_event_entities()
 returns text[]
 language sql
@@ -14,7 +15,7 @@ immutable
 set search_path = pg_catalog, pg_temp
 as $$
   select array['proposal', 'mission', 'step', 'reaction', 'trigger', 'policy', 'heartbeat', 'worker', 'queue',
-               'budget'];
+               'budget', 'notification'];
 $$;
 
 create or replace function ops_internal.check_domain_tags(tags text[], name text)
