@@ -38,6 +38,8 @@ from agent_ops.models import (
     GatePreview,
     HeartbeatResult,
     Lease,
+    Metrics,
+    MetricsHistory,
     Mission,
     MissionOutcome,
     Notification,
@@ -48,6 +50,7 @@ from agent_ops.models import (
     Status,
     Step,
     StepReport,
+    Worker,
 )
 from agent_ops.transports import Transport, make_transport
 
@@ -288,6 +291,18 @@ class Ops:
 
     def status(self) -> Status:
         return self._one(Status.from_json, "ops_status", {}, retry=True)
+
+    def workers(self) -> list[Worker]:
+        """Every worker the database knows, live ones first, with its kinds and the steps it runs now."""
+        return [Worker.from_json(w) for w in self.call("ops_list_workers", {}, retry=True)]
+
+    def metrics(self) -> Metrics:
+        """Everything /metrics shows, in one read."""
+        return self._one(Metrics.from_json, "ops_metrics", {}, retry=True)
+
+    def metrics_history(self, hours: int = 24) -> MetricsHistory:
+        """The last `hours` (1 to 192) minute by minute, from the heartbeat's rollup: the console's charts."""
+        return self._one(MetricsHistory.from_json, "ops_metrics_history", {"hours": hours}, retry=True)
 
     def action_runs(self, action: str | None = None, limit: int = 20) -> list[ActionRun]:
         """Recorded runs (heartbeats, …), newest first."""

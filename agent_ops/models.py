@@ -273,8 +273,69 @@ class GatePreview(_FromJson):
 
 
 @dataclass(frozen=True, slots=True)
+class Worker(_FromJson):
+    """A worker the database knows (`ops_list_workers`, `ops_status().workers`): its kinds, the steps it runs
+    now (`running`: step_id, mission_id, kind, attempt, started_at) and when it was last seen."""
+
+    worker_id: str
+    kinds: list[str]
+    last_seen_at: datetime
+    live: bool = True
+    host: str | None = None
+    concurrency: int | None = None
+    version: str | None = None
+    started_at: datetime | None = None
+    stopping: bool = False
+    running: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics(_FromJson):
+    """Everything /metrics shows, in one read (`ops_metrics()`); see its migration for each key."""
+
+    generated_at: datetime
+    system_enabled: bool
+    buckets: list[float]
+    kinds: list[dict[str, Any]]
+    workers: list[dict[str, Any]]
+    running_by_worker: dict[str, int]
+    heartbeat: dict[str, Any]
+    notifications: dict[str, Any]
+    rollup: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsHistory(_FromJson):
+    """The console's charts (`ops_metrics_history`): one value per minute from `from_`, oldest first.
+
+    A None in `succeeded`, `failed`, `retried`, `heartbeats` and `heartbeat_failures` is a minute the rollup
+    has not closed yet; in `heartbeat_ms_max`, also a minute without a heartbeat.
+    """
+
+    from_: datetime
+    minutes: int
+    step_seconds: int
+    queued: dict[str, list[int]]
+    succeeded: list[int | None]
+    failed: list[int | None]
+    retried: list[int | None]
+    heartbeats: list[int | None]
+    heartbeat_failures: list[int | None]
+    heartbeat_ms_max: list[int | None]
+    rolled_until: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return super(MetricsHistory, cls).from_json({**data, "from_": data["from"]})
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """The health screen: `ops_status()`."""
+    """The health screen: `ops_status()`.
+
+    `alerts` is what `agent-ops status` exits non-zero on: {stalled_kinds, open_breakers, heartbeat_late,
+    queued_age_seconds, heartbeat_age_seconds} (the last two are the thresholds of policy `alerts`).
+    """
 
     system_enabled: bool
     pending_proposals: int
@@ -287,6 +348,28 @@ class Status:
     circuit_breakers: dict[str, Any]
     last_heartbeat: dict[str, Any] | None
     recent_missions: list[dict[str, Any]]
+    workers: list[Worker] = field(default_factory=list)
+    stalled: list[dict[str, Any]] = field(default_factory=list)
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    heartbeat_age_seconds: float | None = None
+    alerts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        """What needs a person now, one line each: stalled kinds and a late heartbeat (empty: healthy)."""
+        found = [
+            f"{s['kind']} stalled ({str(s['reason']).replace('_', ' ')}): {s['queued']} ready step(s), "
+            f"the oldest waiting {_age(s.get('age_seconds'))}"
+            for s in self.stalled
+        ]
+        if self.alerts.get("heartbeat_late"):
+            limit = self.alerts.get("heartbeat_age_seconds")
+            found.append(
+                "no heartbeat has run"
+                if self.heartbeat_age_seconds is None
+                else f"heartbeat late: the last ran {_age(self.heartbeat_age_seconds)} ago (limit {_age(limit)})"
+            )
+        return found
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Status:
@@ -302,7 +385,26 @@ class Status:
             circuit_breakers=dict(data["circuit_breakers"]),
             last_heartbeat=data.get("last_heartbeat"),
             recent_missions=list(data.get("recent_missions") or []),
+            workers=[Worker.from_json(w) for w in data.get("workers") or []],
+            stalled=list(data.get("stalled") or []),
+            breakers=dict(data.get("breakers") or {}),
+            heartbeat_age_seconds=data.get("heartbeat_age_seconds"),
+            alerts=dict(data.get("alerts") or {}),
         )
+
+
+def _age(seconds: Any) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "-"
+    value = float(seconds)
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    if value < 172800:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
 
 
 @dataclass(frozen=True, slots=True)

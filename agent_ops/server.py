@@ -5,6 +5,10 @@
   client is throttled for wrong keys (agent_ops/throttle.py, shared with console sign-in), and 503 — never
   open — while OPS_KEY is unset.
 - `GET /healthz` answers 200 while the process is up (`?db=1` also checks the database).
+- `GET /metrics` is the Prometheus text format (agent_ops/metrics.py: one ops_metrics() call per scrape). It
+  is open without a key only when `agent-ops serve` binds a loopback address and the request comes straight
+  from a loopback peer (no Forwarded / X-Forwarded-For header, i.e. not through a reverse proxy); otherwise it
+  needs the heartbeat endpoint's Bearer OPS_KEY, with the same throttle, and answers 503 while OPS_KEY is unset.
 - `/console/` is the ops console (agent_ops/console): sign in with CONSOLE_KEY, or OPS_KEY when unset.
 
 Every request body is capped before it is parsed (agent_ops/http_limits.py); every answer says
@@ -14,6 +18,7 @@ Every request body is capped before it is parsed (agent_ops/http_limits.py); eve
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
 import socket
 import threading
@@ -26,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +42,7 @@ from agent_ops.console.app import LARGER_BODIES
 from agent_ops.errors import OpsError
 from agent_ops.heartbeat import run_once
 from agent_ops.http_limits import BODY_TIMEOUT, FORM_BYTES, BodyLimit
+from agent_ops.metrics import CONTENT_TYPE, registry_for, scrape
 from agent_ops.throttle import KeyThrottle
 from agent_ops.triggers import PluginTrigger
 
@@ -59,6 +65,39 @@ def key_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+def loopback_host(host: str) -> bool:
+    """Whether `agent-ops serve --host HOST` listens on loopback only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def key_refusal(request: Request, ops_key: str | None, guesses: KeyThrottle, closed: str) -> JSONResponse | None:
+    """The answer to a request without the right `Authorization: Bearer <OPS_KEY>` (None: the key is right).
+
+    503 `closed` while OPS_KEY is unset; 429 while the client is throttled for wrong keys (the key is not even
+    looked at, so a 429 never tells a right guess from a wrong one); 401 on a missing or wrong key.
+    """
+    if ops_key is None:
+        return JSONResponse({"error": closed}, status_code=503)
+    client = request.client.host if request.client else None
+    wait = guesses.wait(client)
+    if wait > 0:
+        return JSONResponse(
+            {"error": f"too many wrong keys: try again in {wait:.0f} s"},
+            status_code=429,
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    if not key_matches(bearer_token(request), ops_key):
+        guesses.failed(client)
+        return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    guesses.succeeded(client)
+    return None
+
+
 def heartbeat_routes(
     ops: Ops, plugins: Sequence[PluginTrigger] = (), throttle: KeyThrottle | None = None
 ) -> list[BaseRoute]:
@@ -66,20 +105,10 @@ def heartbeat_routes(
     guesses = throttle or KeyThrottle()
 
     async def heartbeat(request: Request) -> JSONResponse:
-        if ops_key is None:
-            return JSONResponse({"error": "OPS_KEY is not set: the heartbeat endpoint stays closed"}, status_code=503)
-        client = request.client.host if request.client else None
-        wait = guesses.wait(client)
-        if wait > 0:  # the key is not even looked at: a 429 must not tell a right guess from a wrong one
-            return JSONResponse(
-                {"error": f"too many wrong keys: try again in {wait:.0f} s"},
-                status_code=429,
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-        if not key_matches(bearer_token(request), ops_key.reveal()):
-            guesses.failed(client)
-            return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        guesses.succeeded(client)
+        closed = "OPS_KEY is not set: the heartbeat endpoint stays closed"
+        refusal = key_refusal(request, ops_key.reveal() if ops_key else None, guesses, closed)
+        if refusal is not None:
+            return refusal
         run = await run_in_threadpool(run_once, ops, plugins)
         return JSONResponse(run.to_json(), status_code=200 if run.error is None else 503)
 
@@ -97,6 +126,31 @@ def heartbeat_routes(
         Route("/api/ops/heartbeat", heartbeat, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]
+
+
+def metrics_routes(ops: Ops, throttle: KeyThrottle, *, open_on_loopback: bool = False) -> list[BaseRoute]:
+    """`GET /metrics`: open to loopback peers when `open_on_loopback` (serve binds a loopback address) and the
+    request was not forwarded by a proxy; else it needs the Bearer OPS_KEY (`key_refusal`)."""
+    ops_key = ops.settings.ops_key
+    registry = registry_for(ops)
+
+    def without_key(request: Request) -> bool:
+        if not open_on_loopback or request.client is None:
+            return False
+        if "forwarded" in request.headers or "x-forwarded-for" in request.headers:
+            return False  # through a reverse proxy: the peer's address says nothing about the client
+        return loopback_host(request.client.host)
+
+    async def metrics(request: Request) -> Response:
+        if not without_key(request):
+            closed = "OPS_KEY is not set: /metrics needs it unless agent-ops serve binds a loopback address"
+            refusal = key_refusal(request, ops_key.reveal() if ops_key else None, throttle, closed)
+            if refusal is not None:
+                return refusal
+        body = await run_in_threadpool(scrape, registry)
+        return Response(body, headers={"Content-Type": CONTENT_TYPE})
+
+    return [Route("/metrics", metrics, methods=["GET"])]
 
 
 class DefaultHeaders:
@@ -127,10 +181,13 @@ def create_app(
     *,
     throttle: KeyThrottle | None = None,
     body_timeout: float = BODY_TIMEOUT,
+    metrics_open_on_loopback: bool = False,
 ) -> Starlette:
-    """The heartbeat endpoint, /healthz and the console (its key from `console`, else from the settings).
+    """The heartbeat endpoint, /healthz, /metrics and the console (its key from `console`, else from the settings).
 
-    One `throttle` counts wrong keys at the endpoint and at console sign-in alike.
+    One `throttle` counts wrong keys at the endpoint, /metrics and console sign-in alike.
+    `metrics_open_on_loopback`: the server binds a loopback address, so /metrics may answer loopback peers
+    without the key (`metrics_routes`).
     """
     guesses = throttle or KeyThrottle()
 
@@ -139,6 +196,7 @@ def create_app(
 
     routes = [
         *heartbeat_routes(ops, plugins, guesses),
+        *metrics_routes(ops, guesses, open_on_loopback=metrics_open_on_loopback),
         Mount("/console", app=create_console(ops, console, guesses)),
         Route("/", home),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ COMMANDS = [
     ["reject"],
     ["cancel"],
     ["status"],
+    ["workers"],
     ["proposals"],
     ["missions"],
     ["steps"],
@@ -203,3 +205,68 @@ def test_kinds_disable_list_and_enable(db_url: str) -> None:
     assert cli("kinds", "enable", "crawl", db_url=db_url).returncode == 0
     listing = json.loads(cli("kinds", "list", "--json", db_url=db_url).stdout)
     assert listing == [{"kind": "crawl", "state": "enabled", "reason": None, "queued": 1}]
+
+
+def test_status_exits_5_while_a_queue_is_stalled_or_the_heartbeat_is_late(
+    db_url: str, conn: psycopg.Connection
+) -> None:
+    never = cli("status", db_url=db_url)
+    assert never.returncode == 5, "no heartbeat has run: the loop is not driven"
+    assert "needs attention: no heartbeat has run" in never.stderr
+    assert cli("heartbeat", db_url=db_url).returncode == 0
+    healthy = cli("status", db_url=db_url)
+    assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stderr == ""
+    assert "stalled kinds      none" in healthy.stdout
+
+    cli("propose", "--agent", "brain", "--title", "waits", "--step", "crawl", db_url=db_url)
+    conn.execute("update ops_mission_steps set run_after = now() - interval '20 minutes' where kind = 'crawl'")
+    assert cli("heartbeat", db_url=db_url).returncode == 0  # opens the stall episode
+    stalled = cli("status", db_url=db_url)
+    assert stalled.returncode == 5
+    assert "stalled kinds      crawl (no worker, since" in stalled.stdout
+    assert "needs attention: crawl stalled (no worker): 1 ready step(s), the oldest waiting 20 min" in stalled.stderr
+    as_json = cli("status", "--json", db_url=db_url)
+    assert as_json.returncode == 5, "scripts get the same exit code"
+    assert json.loads(as_json.stdout)["alerts"]["stalled_kinds"] == 1
+
+    conn.execute("update ops_mission_steps set status = 'cancelled', finished_at = now() where kind = 'crawl'")
+    assert cli("heartbeat", db_url=db_url).returncode == 0  # closes it
+    assert cli("status", db_url=db_url).returncode == 0
+    cli("policy", "set", "alerts", '{"heartbeat_age_seconds": 10}', db_url=db_url)
+    conn.execute("update ops_action_runs set started_at = started_at - interval '1 minute'")
+    late = cli("status", db_url=db_url)
+    assert late.returncode == 5
+    assert "LATE" in late.stdout
+    assert "needs attention: heartbeat late: the last ran" in late.stderr
+    assert "(limit 10 s)" in late.stderr
+
+
+def test_workers_lists_live_workers_their_kinds_steps_and_last_seen(db_url: str, conn: psycopg.Connection) -> None:
+    conn.execute("""select ops_worker_heartbeat('{"worker_id": "vps-1", "kinds": ["crawl"], "concurrency": 4,
+                    "host": "box", "version": "0.2.0"}')""")
+    conn.execute("""select ops_worker_heartbeat('{"worker_id": "gone", "kinds": ["analyze"]}')""")
+    conn.execute("update ops_workers set last_seen_at = now() - interval '1 hour' where worker_id = 'gone'")
+    created = json.loads(
+        cli("propose", "--agent", "brain", "--title", "Run", "--step", "crawl", "--json", db_url=db_url).stdout
+    )
+    step_id = conn.execute(
+        "select id from ops_mission_steps where mission_id = %s", (created["mission_id"],)
+    ).fetchone()
+    assert step_id is not None
+    conn.execute("select ops_claim_next_step('vps-1', array['crawl'])")
+
+    table = cli("workers", db_url=db_url)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["WORKER", "LIVE", "KINDS", "RUNNING", "SLOTS", "LAST", "SEEN", "HOST", "VERSION"]
+    assert len(lines) == 2, "only live workers"
+    assert lines[1].split()[:6] == ["vps-1", "yes", "crawl", f"#{step_id[0]}", "crawl", "1/4"]
+    assert lines[1].split()[-4:] == ["s", "ago", "box", "0.2.0"]
+    everyone = json.loads(cli("workers", "--all", "--json", db_url=db_url).stdout)
+    assert [(w["worker_id"], w["live"]) for w in everyone] == [("vps-1", True), ("gone", False)]
+    assert everyone[0]["running"][0]["step_id"] == step_id[0]
+    assert everyone[0]["kinds"] == ["crawl"]
+    status = cli("status", db_url=db_url)
+    line = rf"^workers live       vps-1 \(crawl\): 1 running \(#{step_id[0]} crawl\), seen \d+ s ago$"
+    assert re.search(line, status.stdout, re.M), status.stdout

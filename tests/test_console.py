@@ -24,6 +24,7 @@ from agent_ops.console import ConsoleAccess
 from agent_ops.console.app import POLICY_FORM_BYTES
 from agent_ops.server import BackgroundServer, create_app
 from agent_ops.throttle import KeyThrottle
+from tests.kit.database import scalar
 from tests.kit.settings import direct_settings
 
 KEY = "console-key-for-tests-only"
@@ -388,7 +389,7 @@ def test_deciding_twice_shows_the_sql_conflict(browser: httpx.Client, ops: Ops) 
 # --- escaping ----------------------------------------------------------------------------------------------------
 
 
-def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops) -> None:
+def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops, conn: psycopg.Connection) -> None:
     pending(ops, HOSTILE)
     accepted = ops.propose("brain", HOSTILE, [step("crawl", {"note": HOSTILE})], description=HOSTILE)
     assert accepted.mission_id is not None
@@ -398,6 +399,12 @@ def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops) -> None:
     ops.fail(claimed.id, claimed.attempt, HOSTILE, retryable=False)
     ops.set_policy("worker:analyze", {"enabled": False, "reason": HOSTILE}, "test")
     ops.set_policy("system", {"enabled": False, "reason": HOSTILE}, "test")
+    conn.execute("select ops_worker_heartbeat(jsonb_build_object('worker_id', 'w1', 'host', %s::text))", (HOSTILE,))
+    conn.execute(
+        "insert into ops_notifications (sink, event_id, event_type, matched, status, last_error, dead_at)"
+        " values ('ops', 1, 'mission:failed', 'type', 'dead', %s, now())",
+        (HOSTILE,),
+    )
     signed_in(browser)
     pages = {
         "/console/proposals": 3,  # pending title, rejection reason, the kill switch's reason
@@ -405,7 +412,8 @@ def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops) -> None:
         f"/console/missions/{accepted.mission_id}": 4,  # title, step error, event title, the switch
         "/console/events": 2,
         "/console/policy": 2,  # the system and worker:analyze values
-        "/console/health": 2,  # the open breaker's reason, the switch
+        # the disabled kind's reason, crawl's last error (one failure), a worker's host, a dead letter, the switch
+        "/console/health": 5,
         "/console/events/feed?after_id=0": 1,
     }
     for page, at_least in pages.items():
@@ -650,6 +658,84 @@ def test_health_shows_heartbeat_runs_queues_workers_and_open_breakers(browser: h
     assert response.status_code == 303
     assert ops.get_policy("worker:analyze").value == {"enabled": True}
     assert "None: every kind is being claimed." in browser.get("/console/health").text
+
+
+def health_section(page: str, table_id: str) -> str:
+    found = re.search(rf'<table id="{table_id}">(.*?)</table>', page, re.S)
+    assert found, f"the health page has a {table_id} table"
+    return re.sub(r"\s+", " ", found.group(1))
+
+
+def test_health_shows_live_workers_stalls_breakers_with_their_probe_and_dead_letters(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.set_policy("worker_policy", {"circuit_breaker_threshold": 1, "max_attempts": 1}, "test")
+    conn.execute("""select ops_worker_heartbeat('{"worker_id": "vps-1", "kinds": ["crawl"], "concurrency": 4,
+                    "host": "box", "version": "0.2.0"}')""")
+    ops.propose("brain", "Breaks", [step("crawl")])
+    ops.propose("brain", "Runs", [step("crawl")])
+    broken, running = ops.claim("vps-1", ["crawl"], max_steps=2)
+    ops.fail(broken.id, broken.attempt, "upstream 500", retryable=False)  # threshold 1: the breaker opens
+    ops.propose("brain", "Waits", [step("analyze")])
+    conn.execute("update ops_mission_steps set run_after = now() - interval '30 minutes' where kind = 'analyze'")
+    ops.heartbeat()  # opens the stall episode for analyze: no live worker serves it
+    conn.execute(
+        "insert into ops_notifications (sink, event_id, event_type, matched, status, attempts, last_error, dead_at)"
+        " values ('slack-ops', 999999, 'mission:failed', 'type', 'dead', 8, 'HTTP 404 from the sink', now())"
+    )
+    signed_in(browser)
+    page = browser.get("/console/health").text
+
+    attention = re.search(r'<section class="alerts" role="alert".*?</section>', page, re.S)
+    assert attention, "what needs a person is at the top"
+    assert "analyze stalled (no worker): 1 ready step(s), the oldest waiting 30 min" in attention.group(0)
+    workers = health_section(page, "workers")
+    assert "<td>vps-1</td> <td><code>crawl</code></td>" in workers
+    assert f"#{running.id}</a> <code>crawl</code>" in workers
+    assert "<td>1/4</td>" in workers
+    assert "box · 0.2.0" in workers
+    stalled = health_section(page, "stalled")
+    assert "<td><code>analyze</code></td><td>no live worker serves it</td><td>1</td> <td>30 min</td>" in stalled
+    breakers = health_section(page, "breakers")
+    reopen = scalar(
+        conn, "select to_char(reopen_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') from ops_kind_breakers"
+    )
+    assert '<span class="badge failed">open</span>' in breakers
+    assert f"<td>1</td><td>upstream 500</td> <td>{reopen}</td>" in breakers
+    assert "Re-enable" in breakers
+    dead = health_section(page, "dead-letters")
+    assert "<td>slack-ops</td><td><code>mission:failed</code></td> <td>8</td><td>HTTP 404 from the sink</td>" in dead
+
+    response = browser.post("/console/kinds/crawl/enable", data={"csrf": token(browser, "/console/health")})
+    assert response.status_code == 303
+    assert conn.execute("select state, consecutive_failures from ops_kind_breakers").fetchone() == ("closed", 0)
+    assert 'id="breakers"' not in browser.get("/console/health").text
+
+
+def test_health_charts_are_svg_drawn_on_the_server_with_text_alternatives(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    for title in ("one", "two"):
+        ops.propose("brain", title, [step("crawl")])
+    [claimed] = ops.claim("w1", ["crawl"])
+    ops.complete(claimed.id, claimed.attempt, {})
+    ops.heartbeat()  # samples the queue into this minute
+    conn.execute("select ops_internal.rollup_metrics_at(now() + interval '2 minutes')")  # closes this minute
+    signed_in(browser)
+    response = browser.get("/console/health")
+    page = response.text
+    assert response.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
+    charts = re.findall(r'<svg viewBox="0 0 720 200" role="img" aria-labelledby="(chart-\w+)-title \1-desc"', page)
+    assert charts == ["chart-queue", "chart-steps", "chart-heartbeat"]
+    descriptions = dict(re.findall(r'<desc id="(chart-\w+)-desc">([^<]*)</desc>', page))
+    assert "crawl: peak 1 at " in descriptions["chart-queue"]
+    assert "succeeded: busiest minute 1 at " in descriptions["chart-steps"]
+    assert "failed: busiest minute 0 at " in descriptions["chart-steps"]
+    assert "heartbeat: peak " in descriptions["chart-heartbeat"]
+    assert len(re.findall(r'<path class="line (s0|ok|bad|warn)" d="M[\d. LMh-]+"', page)) == 5
+    assert page.count("<details>") == 3, "each chart's data, hour by hour, as a table"
+    assert " style=" not in page, "no inline style: the CSP forbids it"
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/console/static/console.js" defer>']
 
 
 # --- the key for the local demo ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 the operation failed (database unreachable, permission denied, server error);
 2 usage, configuration or invalid input; 3 not running or not found; 4 refused (a conflict, or a proposal
-rejected by a gate).
+rejected by a gate); 5 needs attention (`status`: a stalled queue or a late heartbeat).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="agent-ops",
         description="Operate the agent-ops loop: local database, migrations, proposals, missions, heartbeat.",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage/configuration/invalid input, 3 not running/not found, "
-        "4 refused (conflict or rejected). Every command has --help.",
+        "4 refused (conflict or rejected), 5 needs attention (status: a stalled queue or a late heartbeat). "
+        "Every command has --help.",
     )
     parser.add_argument("--version", action="version", version=f"agent-ops {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -1,4 +1,4 @@
-"""`agent-ops serve`: the HTTP service, the ops console, the heartbeat endpoint and /healthz."""
+"""`agent-ops serve`: the HTTP service, the ops console, the heartbeat endpoint, /metrics and /healthz."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     from agent_ops.console import ConsoleAccess  # noqa: PLC0415
     from agent_ops.http_server import server_config  # noqa: PLC0415
     from agent_ops.notify import Deliverer, DeliveryLoop  # noqa: PLC0415
-    from agent_ops.server import create_app  # noqa: PLC0415
+    from agent_ops.server import create_app, loopback_host  # noqa: PLC0415
     from agent_ops.throttle import KeyThrottle  # noqa: PLC0415
 
     plugins = load_plugins(args.plugins or [])
@@ -44,8 +44,19 @@ def _serve(args: argparse.Namespace) -> int:
             if proxies
             else "client addresses: the connection's peer (X-Forwarded-For is ignored without --forwarded-allow-ips)"
         )
+        metrics_open = loopback_host(args.host)
+        note(
+            f"metrics: http://{args.host}:{args.port}/metrics, "
+            + (
+                "open to loopback clients (proxied requests need the Bearer OPS_KEY)"
+                if metrics_open
+                else "with the Bearer OPS_KEY (not a loopback bind)"
+            )
+        )
         throttle = KeyThrottle(global_limit=args.key_failures_per_minute)
-        app = create_app(ops, plugins, throttle=throttle, body_timeout=args.body_timeout)
+        app = create_app(
+            ops, plugins, throttle=throttle, body_timeout=args.body_timeout, metrics_open_on_loopback=metrics_open
+        )
         config = server_config(
             app,
             host=args.host,
@@ -96,7 +107,7 @@ def register(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         parents=[common],
-        help="HTTP service: the ops console (/console/), /api/ops/heartbeat (Bearer OPS_KEY) and /healthz",
+        help="HTTP service: the ops console (/console/), /api/ops/heartbeat (Bearer OPS_KEY), /metrics and /healthz",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)

@@ -1,49 +1,135 @@
-"""`agent-ops status | proposals | missions | steps | events`: what the loop is doing."""
+"""`agent-ops status | workers | proposals | missions | steps | events`: what the loop is doing.
+
+`status` exits EXIT_ATTENTION (5) while something needs a person: a stalled queue (alerts.stalled_kinds) or a
+late heartbeat (alerts.heartbeat_late; policy `alerts` sets both thresholds), so a plain cron job or uptime
+check can alert on its exit code. It prints what it found either way.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json, print_json_line, when
-from agent_ops.cli.output import print_table
-from agent_ops.models import MISSION_STATUSES, PROPOSAL_STATUSES, STEP_STATUSES, Event, Mission, Step, parse_time
+from agent_ops.cli.output import note, print_table
+from agent_ops.models import (
+    MISSION_STATUSES,
+    PROPOSAL_STATUSES,
+    STEP_STATUSES,
+    Event,
+    Mission,
+    Status,
+    Step,
+    Worker,
+    parse_time,
+)
+
+# `agent-ops status`: the loop answered, but something needs a person (a stalled queue, a late heartbeat).
+EXIT_ATTENTION = 5
 
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    seconds = max(0.0, (datetime.now(UTC) - value).total_seconds())
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def _worker_line(worker: Worker) -> str:
+    kinds = ", ".join(worker.kinds) or "all kinds"
+    steps = " ".join(f"#{r['step_id']} {r['kind']}" for r in worker.running[:3])
+    runs = f"{len(worker.running)} running" + (f" ({steps}{' …' if len(worker.running) > 3 else ''})" if steps else "")
+    stopping = ", stopping" if worker.stopping else ""
+    return f"{worker.worker_id} ({kinds}): {runs}, seen {_ago(worker.last_seen_at)}{stopping}"
+
+
+def _breaker_line(kind: str, breaker: dict[str, Any]) -> str:
+    count = breaker.get("consecutive_failures", 0)
+    failures = f"{count} failure{'' if count == 1 else 's'}"
+    if breaker.get("state") == "closed":
+        return f"{kind} closed ({failures} in a row)"
+    probe = parse_time(breaker.get("reopen_at"))
+    return f"{kind} {str(breaker.get('state')).replace('_', '-')} ({failures}, probe at {when(probe)} UTC)"
+
+
+def _heartbeat_line(status: Status) -> str:
+    beat = status.last_heartbeat
+    if not beat:
+        return "never"
+    age = status.heartbeat_age_seconds
+    late = " LATE" if status.alerts.get("heartbeat_late") else ""
+    return f"{beat['status']} at {when(parse_time(beat['started_at']))} UTC in {beat['duration_ms']} ms" + (
+        f" ({age:.0f} s ago{late})" if age is not None else ""
+    )
+
+
 def _status(args: argparse.Namespace) -> int:
     with open_ops(args) as ops:
         status = ops.status()
+    problems = status.problems
     if args.json:
         print_json(status)
+    else:
+        print_fields(
+            [
+                ("system", "enabled" if status.system_enabled else "DISABLED (kill switch)"),
+                ("proposals pending", status.pending_proposals),
+                ("proposals today", _counts(status.proposals_today)),
+                ("missions active", _counts(status.active_missions)),
+                ("missions done 24h", _counts(status.finished_missions_24h)),
+                ("queue by kind", _counts(status.queue)),
+                ("running by worker", _counts(status.running)),
+                ("workers live", "; ".join(_worker_line(w) for w in status.workers) or "none"),
+                (
+                    "stalled kinds",
+                    "; ".join(
+                        f"{s['kind']} ({str(s['reason']).replace('_', ' ')}, since {when(parse_time(s['since']))} UTC)"
+                        for s in status.stalled
+                    )
+                    or "none",
+                ),
+                ("breakers", "; ".join(_breaker_line(k, b) for k, b in sorted(status.breakers.items())) or "none"),
+                ("disabled kinds", ", ".join(sorted(status.circuit_breakers)) or "none"),
+                ("reactions queued", status.reactions_queued),
+                ("last heartbeat", _heartbeat_line(status)),
+            ]
+        )
+        sys.stdout.write("\nrecent missions\n")
+        print_table(status.recent_missions, ["id", "agent_id", "status", "title"])
+    for problem in problems:
+        note(f"agent-ops status: needs attention: {problem}")
+    return EXIT_ATTENTION if problems else 0
+
+
+def _workers(args: argparse.Namespace) -> int:
+    with open_ops(args) as ops:
+        workers = ops.workers()
+    if not args.all:
+        workers = [w for w in workers if w.live]
+    if args.json:
+        print_json(workers)
         return 0
-    beat = status.last_heartbeat
-    print_fields(
-        [
-            ("system", "enabled" if status.system_enabled else "DISABLED (kill switch)"),
-            ("proposals pending", status.pending_proposals),
-            ("proposals today", _counts(status.proposals_today)),
-            ("missions active", _counts(status.active_missions)),
-            ("missions done 24h", _counts(status.finished_missions_24h)),
-            ("queue by kind", _counts(status.queue)),
-            ("running by worker", _counts(status.running)),
-            ("reactions queued", status.reactions_queued),
-            ("circuit breakers", ", ".join(status.circuit_breakers) or "none open"),
-            (
-                "last heartbeat",
-                f"{beat['status']} at {when(parse_time(beat['started_at']))} UTC in {beat['duration_ms']} ms"
-                if beat
-                else "never",
-            ),
-        ]
-    )
-    sys.stdout.write("\nrecent missions\n")
-    print_table(status.recent_missions, ["id", "agent_id", "status", "title"])
+    rows = [
+        {
+            "worker": w.worker_id,
+            "live": "yes" if w.live else "no",
+            "kinds": ",".join(w.kinds) or "(all)",
+            "running": ", ".join(f"#{r['step_id']} {r['kind']}" for r in w.running) or None,
+            "slots": f"{len(w.running)}/{w.concurrency}" if w.concurrency else len(w.running),
+            "last seen": _ago(w.last_seen_at) + (" (stopping)" if w.stopping else ""),
+            "host": w.host,
+            "version": w.version,
+        }
+        for w in workers
+    ]
+    print_table(rows, ["worker", "live", "kinds", "running", "slots", "last seen", "host", "version"])
     return 0
 
 
@@ -196,8 +282,22 @@ def _print_events(args: argparse.Namespace, events: list[Event], columns: list[s
 
 def register(commands: Any) -> None:
     common = connection_options()
-    status = commands.add_parser("status", parents=[common], help="counts by status, queue, last heartbeat")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="counts by status, queue, workers, stalls, breakers, last heartbeat; exit 5 when something needs a person",
+        description="What the loop is doing. Exits 5 (and says why on stderr) while a queue is stalled or the "
+        "heartbeat is late (thresholds: policy `alerts`), so a plain cron job or uptime check can alert.",
+    )
     status.set_defaults(handler=_status)
+
+    workers = commands.add_parser(
+        "workers", parents=[common], help="live workers: their kinds, the steps each runs, when each was last seen"
+    )
+    workers.add_argument(
+        "--all", action="store_true", help="also workers no longer live that the heartbeat has not forgotten yet"
+    )
+    workers.set_defaults(handler=_workers)
 
     proposals = commands.add_parser("proposals", parents=[common], help="list proposals, newest first")
     proposals.add_argument("--status", choices=PROPOSAL_STATUSES)

@@ -31,9 +31,10 @@ from starlette.staticfiles import StaticFiles
 
 from agent_ops.client import Ops
 from agent_ops.console.auth import NAME, SESSION_COOKIE, ConsoleAccess, Sessions, csrf_token, csrf_valid, operator
+from agent_ops.console.charts import Chart, health_charts
 from agent_ops.errors import NotFound, OpsError, TransportError
 from agent_ops.http_limits import FORM_BYTES
-from agent_ops.models import MISSION_STATUSES, GatePreview
+from agent_ops.models import MISSION_STATUSES, GatePreview, Notification, Status
 from agent_ops.throttle import KeyThrottle
 
 T = TypeVar("T")
@@ -83,6 +84,36 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
+def _age(seconds: float | int | None) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "-"
+    value = float(seconds)
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    if value < 172800:
+        return f"{value / 3600:.1f} h"
+    return f"{value / 86400:.1f} d"
+
+
+def _ago(value: datetime | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return f"{_age(max(0.0, (datetime.now(UTC) - value).total_seconds()))} ago"
+
+
+# Why a stalled kind's queue does not move (ops_queue_stalls.reason), for people.
+STALL_REASONS = {
+    "no_worker": "no live worker serves it",
+    "disabled": "the kind is disabled",
+    "workers_busy": "its workers do not keep up",
+}
+
+
 templates = jinja2.Environment(
     loader=jinja2.PackageLoader("agent_ops.console", "templates"),
     autoescape=True,
@@ -91,7 +122,7 @@ templates = jinja2.Environment(
     lstrip_blocks=True,
 )
 templates.filters.update(time=_time, pretty=_json)
-templates.globals.update(duration=_duration)
+templates.globals.update(duration=_duration, age=_age, ago=_ago, stall_reasons=STALL_REASONS)
 
 
 class BadParameter(ValueError):
@@ -431,9 +462,31 @@ class Console:
         return self.back(request, target if target.startswith("/") and not target.startswith("//") else "/")
 
     async def health(self, request: Request) -> Response:
-        status = await self.call(self.ops.status)
-        runs = await self.call(self.ops.action_runs, action="heartbeat", limit=20)
-        return await self.render(request, "health.html", status=status, runs=runs)
+        status, runs, charts, dead = await asyncio.gather(
+            self.call(self.ops.status),
+            self.call(self.ops.action_runs, action="heartbeat", limit=20),
+            self.call(self._charts),
+            self.call(self._dead_letters),
+        )
+        return await self.render(
+            request, "health.html", status=status, runs=runs, charts=charts, dead=dead, kinds=kind_rows(status)
+        )
+
+    def _charts(self) -> list[Chart] | None:
+        """The last 24 hours from the heartbeat's minute rollup; None when the database refuses the read."""
+        try:
+            return health_charts(self.ops.metrics_history(24))
+        except OpsError as error:
+            refusal_or_raise(error)
+            return None
+
+    def _dead_letters(self) -> list[Notification] | None:
+        """Notifications given up on, newest first; None when the outbox cannot be read."""
+        try:
+            return self.ops.notifications(status="dead", limit=20)
+        except OpsError as error:
+            refusal_or_raise(error)
+            return None
 
     async def enable_kind(self, request: Request, form: FormData) -> Response:
         kind = str(request.path_params["kind"])
@@ -479,6 +532,28 @@ class Console:
             https_only=self.access.secure_cookie,
         )
         return Starlette(routes=routes, middleware=[session])
+
+
+def kind_rows(status: Status) -> list[dict[str, Any]]:
+    """The health page's breakers table: every kind with a breaker that is not closed or has failures in a row,
+    and every kind disabled in policy (by the breaker or by a person), which gets a Re-enable button."""
+    rows = []
+    for kind in sorted(set(status.breakers) | set(status.circuit_breakers)):
+        breaker = status.breakers.get(kind) or {}
+        flag = status.circuit_breakers.get(kind) or {}
+        state = breaker.get("state", "closed")
+        rows.append(
+            {
+                "kind": kind,
+                "state": "disabled" if flag and state == "closed" else state,
+                "failures": breaker.get("consecutive_failures", flag.get("failures", 0)),
+                "last_error": breaker.get("last_error"),
+                "reopen_at": breaker.get("reopen_at"),
+                "reason": flag.get("reason"),
+                "disabled": bool(flag),
+            }
+        )
+    return rows
 
 
 def refusal_or_raise(error: OpsError) -> str:
