@@ -5,7 +5,8 @@ select plan(47);
 select tables_are('public', array[
   'ops_mission_proposals', 'ops_missions', 'ops_mission_steps', 'ops_agent_events',
   'ops_policy', 'ops_agent_reactions', 'ops_trigger_rules', 'ops_action_runs', 'ops_workers',
-  'ops_kind_breakers', 'ops_queue_stalls'
+  'ops_kind_breakers', 'ops_queue_stalls', 'ops_notifications', 'ops_notification_cursors',
+  'ops_metrics_minutely', 'ops_metrics_system_minutely', 'ops_metrics_totals', 'ops_metrics_state'
 ], 'public holds exactly the ops tables');
 
 select has_pk('public', t, t || ' has a primary key')

@@ -9,9 +9,11 @@ insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_
   ('ops_claim_next_step'), ('ops_complete_step'), ('ops_fail_step'), ('ops_extend_lease'),
   ('ops_finalize_mission'), ('ops_cancel_mission'), ('ops_recover_stale_steps'), ('ops_evaluate_triggers'),
   ('ops_process_reactions'), ('ops_heartbeat'), ('ops_emit_event'), ('ops_set_policy'), ('ops_get_policy'),
-  ('ops_release_step');
+  ('ops_release_step'), ('ops_worker_heartbeat'), ('ops_worker_sign_off'), ('ops_claim_notifications'),
+  ('ops_report_notification');
 insert into reads values ('ops_list_proposals'), ('ops_list_missions'), ('ops_get_mission'), ('ops_list_steps'),
-  ('ops_list_events'), ('ops_status'), ('ops_list_policy'), ('ops_list_action_runs'), ('ops_preview_gates');
+  ('ops_list_events'), ('ops_status'), ('ops_list_policy'), ('ops_list_action_runs'), ('ops_preview_gates'),
+  ('ops_list_workers'), ('ops_list_notifications'), ('ops_metrics'), ('ops_metrics_history');
 
 select set_eq(
   $$select p.proname::text from pg_proc p where p.pronamespace = 'public'::regnamespace$$,
@@ -19,18 +21,19 @@ select set_eq(
   'public holds exactly the ops_* RPC functions');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace),
   (select count(*)::int from rpc) + (select count(*)::int from reads), 'no overloads');
-select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef), 26,
-  'every RPC is SECURITY DEFINER');
-select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'), 17,
-  'every RPC that writes is VOLATILE (PostgREST runs it read-write)');
-select is((select count(*)::int from pg_proc p join reads on reads.name = p.proname where p.provolatile = 's'), 9,
-  'the read functions are STABLE');
+select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace and p.prosecdef),
+  (select count(*)::int from rpc) + (select count(*)::int from reads), 'every RPC is SECURITY DEFINER');
+select is((select count(*)::int from pg_proc p join rpc on rpc.name = p.proname where p.provolatile = 'v'),
+  (select count(*)::int from rpc), 'every RPC that writes is VOLATILE (PostgREST runs it read-write)');
+select is((select count(*)::int from pg_proc p join reads on reads.name = p.proname where p.provolatile = 's'),
+  (select count(*)::int from reads), 'the read functions are STABLE');
 select is((select count(*)::int from pg_proc p
             where p.pronamespace in ('public'::regnamespace, 'ops_internal'::regnamespace)
               and p.proconfig is distinct from array['search_path=pg_catalog, pg_temp']), 0,
   'every function sets search_path = pg_catalog, pg_temp (pg_temp last: see 17_search_path_hijack_test)');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
-            and has_function_privilege('service_role', p.oid, 'execute')), 26, 'service_role may execute every RPC');
+            and has_function_privilege('service_role', p.oid, 'execute')),
+  (select count(*)::int from rpc) + (select count(*)::int from reads), 'service_role may execute every RPC');
 select is((select count(*)::int from pg_proc p where p.pronamespace = 'public'::regnamespace
             and (has_function_privilege('anon', p.oid, 'execute')
                or has_function_privilege('authenticated', p.oid, 'execute'))), 0,
