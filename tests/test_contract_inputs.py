@@ -48,6 +48,11 @@ SURFACE: dict[str, list[str]] = {
     "ops_get_policy": ["key"],
     # Added with the worker: graceful shutdown hands running steps back.
     "ops_release_step": ["step_id", "attempt", "reason"],
+    # Unattended operation: worker presence and the notification outbox.
+    "ops_worker_heartbeat": ["worker"],
+    "ops_worker_sign_off": ["worker_id"],
+    "ops_claim_notifications": ["deliverer", "max_items"],
+    "ops_report_notification": ["id", "attempt", "delivered", "http_status", "error", "retry_after_seconds"],
 }
 
 READ_API = (
@@ -61,6 +66,11 @@ READ_API = (
     "ops_list_policy",
     "ops_list_action_runs",
     "ops_preview_gates",
+    # Unattended operation: who works, what was not delivered, what /metrics and the charts show.
+    "ops_list_workers",
+    "ops_list_notifications",
+    "ops_metrics",
+    "ops_metrics_history",
 )
 
 # A column each table has that can be assigned to itself (identity columns cannot).
@@ -401,6 +411,37 @@ CASES: dict[str, list[Case]] = {
     "ops_get_policy": [
         ("key null", lambda w: {"key": None}, "key"),
         ("key pattern", lambda w: {"key": "Bad Key"}, "key"),
+    ],
+    "ops_worker_heartbeat": [
+        ("sql null", lambda w: {"worker": None}, "worker"),
+        ("array", lambda w: {"worker": AsJson([1])}, "worker"),
+        ("worker_id missing", lambda w: {"worker": {"host": "h"}}, "worker_id"),
+        ("worker_id too long", lambda w: {"worker": {"worker_id": "w" * 300}}, "worker_id"),
+        ("kinds pattern", lambda w: {"worker": {"worker_id": "w", "kinds": ["Bad Kind"]}}, "kinds"),
+        ("concurrency", lambda w: {"worker": {"worker_id": "w", "concurrency": 0}}, "concurrency"),
+        ("unknown field", lambda w: {"worker": {"worker_id": "w", "colour": "red"}}, "colour"),
+    ],
+    "ops_worker_sign_off": [
+        ("worker_id null", lambda w: {"worker_id": None}, "worker_id"),
+        ("worker_id blank", lambda w: {"worker_id": "  "}, "worker_id"),
+    ],
+    "ops_claim_notifications": [
+        ("deliverer null", lambda w: {"deliverer": None}, "deliverer"),
+        ("deliverer blank", lambda w: {"deliverer": "  "}, "deliverer"),
+        ("max_items zero", lambda w: {"deliverer": "d", "max_items": 0}, "max_items"),
+        ("max_items too many", lambda w: {"deliverer": "d", "max_items": 1000}, "max_items"),
+    ],
+    "ops_report_notification": [
+        ("id null", lambda w: {"id": None, "attempt": 1, "delivered": True}, "id"),
+        ("attempt zero", lambda w: {"id": 1, "attempt": 0, "delivered": True}, "attempt"),
+        ("delivered null", lambda w: {"id": 1, "attempt": 1, "delivered": None}, "delivered"),
+        ("http_status", lambda w: {"id": 1, "attempt": 1, "delivered": False, "http_status": 42}, "http_status"),
+        (
+            "retry_after_seconds",
+            lambda w: {"id": 1, "attempt": 1, "delivered": False, "http_status": 429, "retry_after_seconds": -1},
+            "retry_after_seconds",
+        ),
+        ("no reason", lambda w: {"id": 1, "attempt": 1, "delivered": False}, "error"),
     ],
 }
 
