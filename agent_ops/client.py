@@ -47,6 +47,7 @@ from agent_ops.models import (
     Policy,
     Proposal,
     ProposalResult,
+    SignOff,
     Status,
     Step,
     StepReport,
@@ -173,13 +174,15 @@ class Ops:
         }
         return [ClaimedStep.from_json(s) for s in self.call("ops_claim_next_step", params)]
 
-    def complete(self, step_id: int, attempt: int, output: Any = None) -> StepReport:
+    def complete(self, step_id: int, attempt: int, output: Any = None, *, retry: bool = True) -> StepReport:
+        """`retry=False` for callers that retry on their own schedule (the worker)."""
         params = {"step_id": step_id, "attempt": attempt, "output": {} if output is None else output}
-        return self._one(StepReport.from_json, "ops_complete_step", params, retry=True)
+        return self._one(StepReport.from_json, "ops_complete_step", params, retry=retry)
 
-    def fail(self, step_id: int, attempt: int, error: str, retryable: bool = True) -> StepReport:
+    def fail(self, step_id: int, attempt: int, error: str, retryable: bool = True, *, retry: bool = True) -> StepReport:
+        """`retry=False` for callers that retry on their own schedule (the worker)."""
         params = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
-        return self._one(StepReport.from_json, "ops_fail_step", params, retry=True)
+        return self._one(StepReport.from_json, "ops_fail_step", params, retry=retry)
 
     def extend_lease(
         self, step_id: int, attempt: int, lease_seconds: int | None = None, *, retry: bool = True
@@ -192,6 +195,36 @@ class Ops:
         """Hand a running step back (graceful shutdown): queued at once, the attempt not counted."""
         params = {"step_id": step_id, "attempt": attempt, "reason": reason}
         return self._one(StepReport.from_json, "ops_release_step", params, retry=retry)
+
+    # -- workers ----------------------------------------------------------------------------------------------
+
+    def worker_heartbeat(
+        self,
+        worker_id: str,
+        *,
+        host: str | None = None,
+        kinds: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        version: str | None = None,
+        stopping: bool | None = None,
+        retry: bool = True,
+    ) -> Worker:
+        """A worker's presence while it has nothing to claim (claims refresh it too); None keeps what it
+        announced before. Returns the worker as `workers()` shows it. Harmless to repeat."""
+        worker: dict[str, Any] = {"worker_id": worker_id}
+        optional = {
+            "host": host,
+            "kinds": list(kinds) if kinds is not None else None,
+            "concurrency": concurrency,
+            "version": version,
+            "stopping": stopping,
+        }
+        worker.update({k: v for k, v in optional.items() if v is not None})
+        return self._one(Worker.from_json, "ops_worker_heartbeat", {"worker": worker}, retry=retry)
+
+    def sign_off(self, worker_id: str, *, retry: bool = True) -> SignOff:
+        """A clean stop: the worker leaves the list at once (`worker:left`). Harmless to repeat."""
+        return self._one(SignOff.from_json, "ops_worker_sign_off", {"worker_id": worker_id}, retry=retry)
 
     # -- missions ---------------------------------------------------------------------------------------------
 

@@ -87,6 +87,8 @@ class ClaimedStep(_FromJson):
     inputs: dict[str, Any] = field(default_factory=dict)
     reserved_at: datetime | None = None
     lease_seconds: float | None = None  # the lease granted, measured on the database's clock
+    deadline: datetime | None = None  # when this attempt must end (worker_policy timeout_seconds after the claim)
+    timeout_seconds: int | None = None  # deadline - reserved_at: how long this attempt may run
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,3 +464,11 @@ class Notification(_FromJson):
     updated_at: datetime | None = None
     sent_at: datetime | None = None
     dead_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignOff(_FromJson):
+    """`ops_worker_sign_off`: whether the worker was known (signing off twice is harmless)."""
+
+    worker_id: str
+    signed_off: bool

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
@@ -16,6 +16,7 @@ import pytest
 from agent_ops import Ops, step
 from agent_ops.config import ConfigError
 from tests.kit.settings import direct_settings
+from tests.kit.trickle import Trickle
 from vps_worker.builtin import builtin_executors, echo, emit_event, http_executor, llm_executor, noop, sleep
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import PermanentError, RetryableError, StepContext, executor, registry, with_aliases
@@ -31,7 +32,7 @@ def context(payload: dict[str, Any] | None = None, emit: Any = None, **overrides
         "inputs": {"0": {"pages": 3}},
         "attempt": 1,
         "max_attempts": 3,
-        "deadline": datetime.now(UTC),
+        "deadline": datetime.now(UTC) + timedelta(minutes=5),
         "logger": logging.LoggerAdapter(logging.getLogger("test"), {}),
         "emit": emit or (lambda *a, **k: None),
         **overrides,
@@ -248,6 +249,53 @@ def test_llm_calls_an_openai_compatible_api(peer: str) -> None:
         llm(context({"prompt": "bad request"}))
     with pytest.raises(PermanentError, match=r"payload\.prompt"):
         llm(context({}))
+
+
+@pytest.mark.parametrize("path", ["/headers", "/body"])
+def test_http_ends_at_its_timeout_for_the_whole_request_however_slowly_the_server_answers(path: str) -> None:
+    """A server sending a byte every second never trips a per-read timeout; the request's total deadline cuts
+    it off (connect, headers and body together): "timeout": 3 ends within about 3 s, not minutes."""
+    http = http_executor(["127.0.0.1"], max_timeout=30.0)
+    with Trickle(interval=1.0) as server:
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match=r"GET 127\.0\.0\.1: timed out after 3s"):
+            http(context({"url": f"{server.url}{path}", "timeout": 3}))
+        took = time.monotonic() - started
+    assert 2.9 < took < 4.0, f"{took:.1f}s"
+
+
+def test_http_is_bounded_by_the_step_s_time_left_and_cut_off_when_the_step_is_cancelled() -> None:
+    http = http_executor(["127.0.0.1"], max_timeout=30.0)
+    with Trickle(interval=1.0) as server:
+        ctx = context({"url": f"{server.url}/headers", "timeout": 30}, ends_at=time.monotonic() + 2)
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="timed out after"):
+            http(ctx)
+        assert time.monotonic() - started < 3.0, "the deadline (2 s left) beats the payload's 30 s"
+        ctx = context({"url": f"{server.url}/body", "timeout": 30})
+        threading.Timer(0.5, ctx.cancelled.set).start()
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match=r"GET 127\.0\.0\.1: cancelled"):
+            http(ctx)
+        assert time.monotonic() - started < 1.5, "cancellation cuts the request off at once"
+        with pytest.raises(RetryableError, match="no time left"):
+            http(context({"url": f"{server.url}/body"}, ends_at=time.monotonic() - 1))
+
+
+def test_llm_calls_are_bounded_by_the_step_s_time_left() -> None:
+    with Trickle(interval=1.0) as server:
+        llm = llm_executor(f"{server.url}/headers/v1", "sk-test", "tiny-model", timeout=30)
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="LLM call timed out after"):
+            llm(context({"prompt": "hello"}, ends_at=time.monotonic() + 2))
+        assert time.monotonic() - started < 3.0
+
+
+def test_the_step_context_counts_time_left_on_the_monotonic_clock() -> None:
+    assert context(ends_at=time.monotonic() + 10).time_left() == pytest.approx(10, abs=0.5)
+    assert context(ends_at=time.monotonic() - 10).time_left() == 0
+    # Built without the worker's clock, it reads the deadline against the wall clock.
+    assert context(deadline=datetime.now(UTC) + timedelta(seconds=20)).time_left() == pytest.approx(20, abs=0.5)
 
 
 def test_configured_executors_register_only_when_configured() -> None:

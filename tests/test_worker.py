@@ -1,5 +1,6 @@
 """The worker with real worker processes against the real Postgres: exactly-once, crash recovery, graceful
-stop, database restart, circuit breaker, LISTEN wake-up."""
+stop, database restart, the shared circuit breaker, LISTEN wake-up. Run-time limits and presence:
+tests/test_worker_limits.py; outages: tests/test_worker_outages.py."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.kit.settings import direct_settings
 from tests.kit.workload import exactly_once, restart_mid_run
 from vps_worker.worker import NOTIFY_MIN_INTERVAL
 
-TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge", "leaky"]
+TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge", "leaky", "hung", "http"]
 
 
 def prepare(url: str) -> None:
@@ -146,21 +147,37 @@ def test_sigterm_finishes_what_fits_in_the_grace_period_and_hands_back_the_rest(
 def test_the_circuit_breaker_opens_after_3_consecutive_failures(
     workers: Workers, ops: Ops, conn: psycopg.Connection
 ) -> None:
+    """Pitfall P10, with the breaker in the database and shared by every worker: one worker process fails two
+    steps of a poison kind and stops; another fails a third, and that opens the breaker - once (one
+    worker:circuit_open, written by SQL, not the worker), the kind disabled by `circuit_breaker`. Claims then
+    stop handing the kind out while other kinds still run."""
     ops.set_policy("worker_policy", {"lease_seconds": 30, "max_attempts": 1, "backoff_base_seconds": 0}, "test")
-    for n in range(5):
+    failed = "select count(*) from ops_mission_steps where status = 'failed'"
+    for n in range(2):
         ops.propose("brain", f"doomed {n}", [step("broken")])
-    workers.spawn("worker-cb", "--concurrency", "1", "--kinds", "broken,alpha")
+    first = workers.spawn("worker-cb-1", "--concurrency", "1", "--kinds", "broken,alpha")
+    wait_until(lambda: scalar(conn, failed) == 2, 30, "two failures")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=15) == 0
+    assert ops.get_policy("worker:broken").value is None, "two failures: still closed"
+    for n in range(2, 6):
+        ops.propose("brain", f"doomed {n}", [step("broken")])
+    workers.spawn("worker-cb-2", "--concurrency", "1", "--kinds", "broken,alpha")
     wait_until(lambda: ops.get_policy("worker:broken").value is not None, 30, "the breaker to open")
-    flag = ops.get_policy("worker:broken").value
-    assert flag["enabled"] is False
-    assert flag["failures"] == 3
-    assert "worker-cb" in flag["reason"]
+    flag = ops.get_policy("worker:broken")
+    assert flag.value["enabled"] is False
+    assert flag.value["failures"] == 3
+    assert flag.updated_by == "circuit_breaker"
     time.sleep(1.5)
-    assert scalar(conn, "select count(*) from test_executions where kind = 'broken'") == 3, "no 4th attempt"
-    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'queued'") == 2, "the rest wait"
+    ran = conn.execute("select worker_id, count(*) from test_executions where kind = 'broken' group by 1").fetchall()
+    assert dict(ran) == {"worker-cb-1": 2, "worker-cb-2": 1}, "the first failure on the second worker opened it"
+    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'queued'") == 3, "the rest wait"
     opened = ops.events(type="worker:circuit_open")
     assert len(opened) == 1
     assert opened[0].payload["kind"] == "broken"
+    assert opened[0].source == "system"
+    for name in ("worker-cb-1", "worker-cb-2"):
+        assert "circuit" not in workers.log(name), "the worker only reports; it neither opens nor announces"
     ops.propose("brain", "other kinds still run", [step("alpha")])
     wait_until(lambda: scalar(conn, "select count(*) from test_executions where kind = 'alpha'") == 1, 10, "alpha")
 
@@ -238,7 +255,6 @@ def test_a_step_nested_too_deeply_fails_alone_at_its_first_attempt_and_its_batch
         assert ops.mission(int(mission or 0)).status == "succeeded"
     assert scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded' and attempt = 1") == 4
     assert scalar(conn, "select count(*) from test_executions") == 4, "each healthy step ran once, the bad one never"
-    assert ops.get_policy("worker:alpha").value is None, "bad data does not count against the kind's executor"
 
 
 def claims_counted(conn: psycopg.Connection) -> None:

@@ -89,3 +89,14 @@ def leaky(ctx: StepContext) -> dict[str, Any]:
     if ctx.payload.get("succeed"):
         return {"said": f"used {key}", "calls": [{"dsn": "postgresql://u:pw@h/db", f"key {key}": True}]}
     raise RuntimeError(f"upstream refused LLM_API_KEY={key} while connected to postgresql://u:pw@h/db")
+
+
+@executor("hung")
+def hung(ctx: StepContext) -> dict[str, Any]:
+    """Ignores ctx.cancelled, like a call wedged in a library: sleeps payload.seconds (default an hour) anyway."""
+    record(ctx, "started")
+    until = time.monotonic() + float(ctx.payload.get("seconds", 3600))
+    while time.monotonic() < until:
+        time.sleep(0.05)
+    record(ctx, "finished")
+    return {"slept": ctx.payload.get("seconds", 3600)}

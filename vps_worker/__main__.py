@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vps-worker",
         description="Claim mission steps, run them by kind, report results; stop gracefully on SIGTERM.",
         epilog="Every flag has a WORKER_* environment variable; see README. Exit 0 after a graceful stop, "
-        "2 on a configuration error.",
+        "2 on a configuration error, 75 (EX_TEMPFAIL) after draining because more hung executors were "
+        "abandoned than --max-abandoned allows: restart it (systemd Restart=always, docker --restart).",
     )
     parser.add_argument("--database-url", help="direct Postgres (default $DATABASE_URL)")
     parser.add_argument("--transport", choices=["direct", "postgrest"])
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-max", type=float, help="idle poll interval, upper bound in seconds (default 15)")
     parser.add_argument("--lease-seconds", type=int, help="lease per claim (default: worker_policy)")
     parser.add_argument("--grace-seconds", type=float, help="on SIGTERM, time running steps get (default 30)")
+    parser.add_argument(
+        "--max-abandoned", type=int, help="hung executors tolerated before exiting 75 (default: the concurrency)"
+    )
     parser.add_argument("--executors", action="append", metavar="MODULE", help="import executors from MODULE")
     parser.add_argument("--alias", action="append", metavar="KIND=EXECUTOR", help="run KIND with EXECUTOR")
     parser.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN on ops_steps")
@@ -62,6 +66,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, WorkerSettings]:
         "poll_max": args.poll_max,
         "lease_seconds": args.lease_seconds,
         "grace_seconds": args.grace_seconds,
+        "max_abandoned": args.max_abandoned,
         "executor_modules": [*worker.executor_modules, *(args.executors or [])] if args.executors else None,
         "aliases": {**worker.aliases, **dict(a.split("=", 1) for a in args.alias)} if args.alias else None,
         "listen": False if args.no_listen else None,
@@ -72,6 +77,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, WorkerSettings]:
     worker = dataclasses.replace(worker, **{k: v for k, v in overrides.items() if v is not None})
     if worker.poll_max < worker.poll_min:
         raise ConfigError("the idle poll range is empty: --poll-max must be at least --poll-min")
+    if worker.max_abandoned is not None and worker.max_abandoned < 0:
+        raise ConfigError("--max-abandoned must be at least 0")
     return settings, worker
 
 

@@ -2,12 +2,14 @@
 
 Executors that need configuration register only when it is there (an allow-list of hosts for `http`; the
 `openai` package and a key or base URL for `llm`), so a worker never claims steps it cannot run.
+`http` and `llm` honour the step's deadline for the whole request (vps_worker.deadline): connect, headers
+and body together end by the smaller of their own timeout and the time the attempt has left, and a
+cancelled step (ctx.cancelled) cuts its request off at once.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +18,7 @@ import httpx
 
 from agent_ops.errors import InvalidInput
 from vps_worker.config import WorkerSettings
+from vps_worker.deadline import RequestDeadline, trace_hook
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
 
 MAX_BODY_CHARS = 65536
@@ -81,7 +84,7 @@ def request_headers(headers: Any) -> dict[str, str]:
     return headers
 
 
-def read_capped(response: httpx.Response, limit: int, deadline: float, ctx: StepContext, what: str) -> bytes:
+def read_capped(response: httpx.Response, limit: int, deadline: RequestDeadline, what: str) -> bytes:
     """The body, streamed: fails for good past `limit` bytes (decoded), before reading any further."""
     declared = response.headers.get("content-length", "")
     too_large = PermanentError(f"{what}: response body larger than {limit} bytes (WORKER_HTTP_MAX_RESPONSE_BYTES)")
@@ -94,11 +97,8 @@ def read_capped(response: httpx.Response, limit: int, deadline: float, ctx: Step
         if size > limit:
             raise too_large
         chunks.append(chunk)
-        # The client's timeout is per read: a slow drip of bytes must not hold the step past the whole timeout.
-        if time.monotonic() > deadline:
-            raise RetryableError(f"{what}: timed out reading the response")
-        if ctx.cancelled.is_set():
-            raise RetryableError(f"{what}: cancelled while reading the response")
+        if deadline.fired is not None or deadline.left() <= 0:
+            raise httpx.ReadTimeout("the request's deadline passed")  # the watcher is cutting it off
     return b"".join(chunks)
 
 
@@ -112,6 +112,7 @@ def http_executor(
     Proxy-* or Content-Length headers. The response is streamed: a body over `max_response_bytes`
     (`WORKER_HTTP_MAX_RESPONSE_BYTES`, default 1 MiB) fails the step for good; JSON comes back decoded,
     other text cut to 64 Ki characters. 2xx succeeds; 429 and 5xx are retryable; any other status fails for good.
+    The whole request ends by the smaller of its timeout and the step's time left (retryable 'timed out').
     """
 
     def http(ctx: StepContext) -> dict[str, Any]:
@@ -124,30 +125,38 @@ def http_executor(
             raise PermanentError("payload.url must be an http(s) URL")
         if not host_allowed(parts.hostname, allowed_hosts):
             raise PermanentError(f"host {parts.hostname} is not in WORKER_HTTP_ALLOWED_HOSTS")
-        timeout = min(float(spec.get("timeout", max_timeout)), max_timeout)
+        timeout = min(float(spec.get("timeout", max_timeout)), max_timeout, ctx.time_left())
         method = str(spec.get("method") or ("POST" if "json" in spec or "body" in spec else "GET")).upper()
         headers = request_headers(spec.get("headers") or {})
         what = f"{method} {parts.hostname}"
-        try:
-            with httpx.stream(
-                method,
-                url,
-                headers=headers,
-                json=spec.get("json"),
-                content=spec.get("body") if "json" not in spec else None,
-                timeout=timeout,
-                follow_redirects=False,
-            ) as response:
-                status = response.status_code
-                if status == 429 or status >= 500:
-                    raise RetryableError(f"{what}: HTTP {status}")  # the body is not read at all
-                raw = read_capped(response, max_response_bytes, time.monotonic() + timeout, ctx, what)
-                encoding = response.encoding or "utf-8"
-                content_type = response.headers.get("content-type")
-        except httpx.TimeoutException:
-            raise RetryableError(f"{what}: timed out after {timeout:g}s") from None
-        except httpx.HTTPError as error:
-            raise RetryableError(f"{what}: {type(error).__name__}") from None
+        if timeout <= 0:
+            raise RetryableError(f"{what}: no time left before the step's deadline")
+        with RequestDeadline(timeout, ctx.cancelled) as deadline:
+            try:
+                # A client of its own: a fresh connection, so the deadline knows its socket.
+                with (
+                    httpx.Client(timeout=timeout, follow_redirects=False) as client,
+                    client.stream(
+                        method,
+                        url,
+                        headers=headers,
+                        json=spec.get("json"),
+                        content=spec.get("body") if "json" not in spec else None,
+                        extensions={"trace": deadline.trace},
+                    ) as response,
+                ):
+                    status = response.status_code
+                    if status == 429 or status >= 500:
+                        raise RetryableError(f"{what}: HTTP {status}")  # the body is not read at all
+                    raw = read_capped(response, max_response_bytes, deadline, what)
+                    encoding = response.encoding or "utf-8"
+                    content_type = response.headers.get("content-type")
+            except httpx.HTTPError as error:
+                if deadline.fired == "cancelled":
+                    raise RetryableError(f"{what}: cancelled") from None
+                if deadline.fired is not None or isinstance(error, httpx.TimeoutException):
+                    raise RetryableError(f"{what}: timed out after {timeout:g}s") from None
+                raise RetryableError(f"{what}: {type(error).__name__}") from None
         text = raw.decode(encoding, errors="replace")[:MAX_BODY_CHARS]
         if not 200 <= status < 300:
             raise PermanentError(f"{what}: HTTP {status}: {text[:200]}")
@@ -164,10 +173,17 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
     """A chat completion against any OpenAI-compatible API (the `openai` client, extra `agent-ops[llm]`).
 
     Payload: {prompt | messages, system?, model?, temperature?, max_tokens?}. Output: the text and token usage.
+    A call ends by the smaller of `timeout` and the step's time left, however slowly the server answers.
     """
     import openai  # noqa: PLC0415 - an optional extra
 
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=0)
+    # No idle connections kept: each call opens its own, so its RequestDeadline knows the socket to cut.
+    http_client = httpx.Client(
+        timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0), event_hooks={"request": [trace_hook]}
+    )
+    client = openai.OpenAI(
+        base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=0, http_client=http_client
+    )
 
     def llm(ctx: StepContext) -> dict[str, Any]:
         spec = ctx.payload
@@ -179,19 +195,27 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
             if isinstance(spec.get("system"), str):
                 messages.insert(0, {"role": "system", "content": spec["system"]})
         options: dict[str, Any] = {k: spec[k] for k in ("temperature", "max_tokens") if k in spec}
-        try:
-            reply = client.chat.completions.create(
-                model=str(spec.get("model") or default_model), messages=messages, **options
-            )
-        except (
-            openai.RateLimitError,
-            openai.APITimeoutError,
-            openai.APIConnectionError,
-            openai.InternalServerError,
-        ) as e:
-            raise RetryableError(f"LLM call failed: {type(e).__name__}") from None
-        except openai.APIStatusError as error:
-            raise PermanentError(f"LLM call refused: HTTP {error.status_code}") from None
+        limit = min(timeout, ctx.time_left())
+        if limit <= 0:
+            raise RetryableError("LLM call: no time left before the step's deadline")
+        with RequestDeadline(limit, ctx.cancelled) as deadline:
+            try:
+                reply = client.with_options(timeout=limit).chat.completions.create(
+                    model=str(spec.get("model") or default_model), messages=messages, **options
+                )
+            except (
+                openai.RateLimitError,
+                openai.APITimeoutError,
+                openai.APIConnectionError,
+                openai.InternalServerError,
+            ) as e:
+                if deadline.fired == "cancelled":
+                    raise RetryableError("LLM call cancelled") from None
+                if deadline.fired is not None or isinstance(e, openai.APITimeoutError):
+                    raise RetryableError(f"LLM call timed out after {limit:g}s") from None
+                raise RetryableError(f"LLM call failed: {type(e).__name__}") from None
+            except openai.APIStatusError as error:
+                raise PermanentError(f"LLM call refused: HTTP {error.status_code}") from None
         choice = reply.choices[0]
         usage = reply.usage
         return {

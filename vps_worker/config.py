@@ -52,6 +52,9 @@ class WorkerSettings:
     poll_max: float = 15.0
     lease_seconds: int | None = None  # None: worker_policy (per kind)
     grace_seconds: float = 30.0
+    # Abandoned runs still running (hung executors) the worker tolerates before it exits 75 for a restart;
+    # None: the concurrency.
+    max_abandoned: int | None = None
     listen: bool = True
     log_json: bool = False
     log_payloads: bool = False
@@ -76,6 +79,7 @@ class WorkerSettings:
         if poll_max < poll_min:
             raise ConfigError("WORKER_POLL_MAX must be at least WORKER_POLL_MIN")
         lease = get("WORKER_LEASE_SECONDS")
+        max_abandoned = get("WORKER_MAX_ABANDONED")
         aliases: dict[str, str] = {}
         for pair in _list(get("WORKER_ALIASES")):
             kind, sep, target = pair.partition("=")
@@ -91,6 +95,7 @@ class WorkerSettings:
             poll_max=poll_max,
             lease_seconds=int(_number("WORKER_LEASE_SECONDS", lease, 0, 1)) if lease else None,
             grace_seconds=_number("WORKER_GRACE_SECONDS", get("WORKER_GRACE_SECONDS"), 30.0, 0),
+            max_abandoned=int(_number("WORKER_MAX_ABANDONED", max_abandoned, 0, 0)) if max_abandoned else None,
             listen=_flag("WORKER_LISTEN", get("WORKER_LISTEN"), default=True),
             log_json=_flag("WORKER_LOG_JSON", get("WORKER_LOG_JSON"), default=False),
             log_payloads=_flag("WORKER_LOG_PAYLOADS", get("WORKER_LOG_PAYLOADS"), default=False),

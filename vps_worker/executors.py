@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agent_ops import plugins
@@ -46,11 +47,23 @@ class StepContext:
     inputs: dict[str, Any]
     attempt: int
     max_attempts: int
+    # When this attempt must end (the claim's deadline: worker_policy timeout_seconds after it was claimed).
+    # Past it the worker fails the attempt as retryable 'timed out after N s' and abandons the run.
     deadline: datetime
     logger: logging.LoggerAdapter[logging.Logger]
     emit: Callable[..., Any] = field(repr=False)
-    # Set when the lease is lost or the worker shuts down: long executors should stop early.
+    # Set at the deadline, when the lease is lost (the mission was cancelled, the step recovered) or when the
+    # worker shuts down: stop early, the result will be discarded.
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    timeout_seconds: float | None = None  # how long this attempt may run in all
+    # The deadline on this machine's time.monotonic() clock (set by the worker), immune to clock skew.
+    ends_at: float | None = field(default=None, repr=False)
+
+    def time_left(self) -> float:
+        """Seconds until the deadline (0 once it has passed): bound every wait and request by it."""
+        if self.ends_at is not None:
+            return max(self.ends_at - time.monotonic(), 0.0)
+        return max((self.deadline - datetime.now(UTC)).total_seconds(), 0.0)
 
     def emit_event(self, type: str, *, tags: Iterable[str] | None = None, **fields: Any) -> Any:
         """A domain event from this step (e.g. `tweet:posted`), with the step's agent, mission and step ids."""

@@ -1,111 +1,68 @@
 """The executor loop: the only thing that runs mission steps (docs/architecture.md, pitfall P1).
 
-- Claims up to its free slots in one call, runs the steps on their own threads, reports each result with
-  the attempt-fenced `ops_complete_step` / `ops_fail_step`, and claims again at once while there is work.
-- Idle, it sleeps a jittered interval; on the direct transport a LISTEN on `ops_steps` wakes it as soon as
-  a step of its kinds is queued (polling stays as the fallback). Any role may NOTIFY on that channel, so
-  wake-ups are coalesced (at most one per NOTIFY_MIN_INTERVAL) and payloads naming other kinds are ignored.
-- A step whose payload or inputs are nested too deeply to decode (rows from before the SQL limited nesting)
-  fails for good at once; the steps claimed with it run as usual.
+- Claims up to its free slots in one call, runs each step on a thread of its own, reports each result with the
+  attempt-fenced `ops_complete_step` / `ops_fail_step`, and claims again at once while there is work. Idle,
+  it sleeps a jittered interval, woken early by a run finishing, a NOTIFY on `ops_steps`, the database coming
+  back after an outage, or a stop (wakeups.py).
+- Run-time limits: each attempt has a deadline (worker_policy timeout_seconds, in the claim). The executor
+  sees it as `ctx.deadline` and `ctx.time_left()`; at the deadline the lease keeper (leases.py) cancels the
+  run, reports it failed as retryable 'timed out after N s' and frees its slot at once. A run whose lease is
+  lost (its mission was cancelled, the step recovered) is cancelled, and its slot frees CANCEL_GRACE seconds
+  later if the executor ignores `ctx.cancelled`. Such abandoned runs may go on running - a thread cannot be
+  killed - with their results discarded (runs.py).
+- More abandoned runs still running than WORKER_MAX_ABANDONED (default: the concurrency): the worker stops
+  claiming, lets running steps finish within the grace period and hands back the rest, signs off, and exits
+  with EXIT_ABANDONED (75, EX_TEMPFAIL) so its supervisor (systemd Restart=always, Docker --restart) starts
+  a clean process.
+- A step whose payload or inputs are nested too deeply to decode fails for good at once; the steps claimed
+  with it run as usual.
 - Errors and outputs are redacted (vps_worker.redact) before they are reported: they are shown to people.
-- Extends each lease every third of its length; when an extension says the lease is lost, or the lease has
-  surely run out locally, that run is cancelled and its result discarded, never reported.
-- Transport errors are retried with capped exponential backoff (tenacity); outages are logged once each way;
-  no error stops the loop.
-- SIGTERM/SIGINT: no new claims, running steps get a grace period, unfinished ones are handed back at once
-  (`ops_release_step`, recorded as a retryable 'worker shutdown' failure) and the process exits 0.
-
-Running steps are keyed by (step id, attempt): a step recovered and claimed again by this same worker is a
-new run, and the old run can neither report nor untrack it.
+- Database calls go through outage.py: retried with a short capped backoff, logged once per outage, and the
+  reports that piled up go out the moment the database is back; no error stops the loop.
+- Presence (presence.py): a heartbeat at start and whenever claims have not refreshed it for a while,
+  `stopping` once a stop is requested, a sign-off on the way out.
+- The circuit breaker is the database's, shared by every worker (ops_fail_step counts, ops_complete_step
+  resets); the worker only reports. A kind whose breaker is open is simply not handed out.
+- SIGTERM/SIGINT: no claim after that (steps of a claim answered after the stop are handed back unrun),
+  running steps get a grace period, unfinished ones are handed back at once (`ops_release_step`, recorded as
+  a retryable 'worker shutdown' failure that does not use up an attempt), sign-off, exit 0.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import queue
 import random
-import select
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential, wait_random
+from typing import Any
 
 from agent_ops import jsonsafe
 from agent_ops.client import Ops
 from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError, TransportError
 from agent_ops.models import ClaimedStep
-from vps_worker.breaker import CircuitBreaker
 from vps_worker.builtin import json_output
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
+from vps_worker.leases import LeaseKeeper
+from vps_worker.outage import Outage
+from vps_worker.presence import Presence
 from vps_worker.redact import Redactor
+from vps_worker.runs import Run, Runs
+from vps_worker.wakeups import NOTIFY_MIN_INTERVAL, Listener, Waker
+
+__all__ = ["EXIT_ABANDONED", "EXIT_STOPPED", "NOTIFY_MIN_INTERVAL", "Worker"]
 
 log = logging.getLogger("vps_worker")
-T = TypeVar("T")
 
-# Capped exponential backoff for transport errors: 0.5 s, 1 s, 2 s … 10 s, plus up to 0.5 s of jitter.
-BACKOFF = wait_exponential(multiplier=0.5, max=10) + wait_random(0, 0.5)
+EXIT_STOPPED = 0  # a graceful stop (SIGTERM/SIGINT)
+EXIT_ABANDONED = 75  # EX_TEMPFAIL: too many hung executors; the supervisor should start a clean process
 SHUTDOWN_REASON = "worker shutdown"
 MAX_CLAIM = 100  # ops_claim_next_step's max_steps limit
-# NOTIFY-driven wake-ups are at most this far apart: a queued step waits at most this long for a claim,
-# and a flood of notifications (any role may send them) costs at most one claim per interval.
-NOTIFY_MIN_INTERVAL = 0.1
-RunKey = tuple[int, int]  # (step id, attempt)
-
-
-class Waker:
-    """Wakes the main loop from any thread or a signal handler: a self-pipe, so waking takes no lock."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe means it is already awake
-            os.write(self._write, b"!")
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to `timeout` seconds, or until woken (True); pending wake-ups are consumed."""
-        ready, _, _ = select.select([self._read], [], [], max(timeout, 0))
-        if ready:
-            self.drain()
-        return bool(ready)
-
-    def drain(self) -> None:
-        with contextlib.suppress(OSError):  # BlockingIOError: nothing (more) to read
-            while os.read(self._read, 4096):
-                pass
-
-    def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-@dataclass
-class RunningStep:
-    step: ClaimedStep
-    context: StepContext
-    lease_seconds: float
-    next_extension: float
-    deadline: float  # local monotonic time after which the lease has surely expired
-    started: float = field(default_factory=time.monotonic)
-    # lost: the lease is gone (recovered, cancelled) or the run was handed back; its result is discarded.
-    lost: bool = False
-    # finished: its result was reported (or given up on); nothing more to extend or hand back.
-    finished: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def key(self) -> RunKey:
-        return (self.step.id, self.step.attempt)
+DEFAULT_TIMEOUT_SECONDS = 3600  # worker_policy's default, for a claim without one
 
 
 class Worker:
@@ -119,20 +76,31 @@ class Worker:
         self.kinds = sorted(settings.kinds or executors)
         if len(self.kinds) > 200:
             raise ValueError("a worker can run at most 200 kinds (ops_claim_next_step's limit)")
-        self.breaker = CircuitBreaker(ops, settings.worker_id)
         self.redactor = Redactor.for_worker(ops.settings, settings)
         self.waker = Waker()
-        self._running: dict[RunKey, RunningStep] = {}
-        self._lock = threading.Lock()
-        self._handoff: queue.SimpleQueue[RunningStep | None] = queue.SimpleQueue()
+        self.outage = Outage(on_back=self.waker.wake)
+        self.presence = Presence(ops, settings.worker_id, self.kinds, settings.concurrency, self.outage)
+        self.runs = Runs()
+        self.max_abandoned = settings.concurrency if settings.max_abandoned is None else settings.max_abandoned
+        self._handoff: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
+        self._threads_lock = threading.Lock()
         self._idle_threads = 0
         self._stopping = False  # set by request_stop(), which may run in a signal handler: no locks
-        self._stop = threading.Event()  # set by the main thread once it sees _stopping: stops helpers
-        self._done = threading.Event()  # set when the loop has ended: stops report retries
-        self._outage_lock = threading.Lock()
-        self._down_since: float | None = None
+        self._exit_code = EXIT_STOPPED
+        self._stop = threading.Event()  # set by the main thread once it sees _stopping: stops the listener
+        self._done = threading.Event()  # set when the worker has finished: stops the keeper, presence, reports
         self._orphans_possible = False
         self._last_touch = 0.0
+        self.keeper = LeaseKeeper(
+            ops,
+            self.runs,
+            self.outage,
+            settings.lease_seconds,
+            done=self._done,
+            on_abandon=self._abandoned,
+            on_hung=self._too_many_hung,
+            max_hung=self.max_abandoned,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -141,12 +109,8 @@ class Worker:
         self._stopping = True
         self.waker.wake()
 
-    @property
-    def running_count(self) -> int:
-        with self._lock:
-            return len(self._running)
-
     def run(self) -> int:
+        """Run until a stop; returns the exit status (EXIT_STOPPED, or EXIT_ABANDONED)."""
         log.info(
             "worker started",
             extra={
@@ -158,19 +122,26 @@ class Worker:
                 }
             },
         )
-        helpers = [threading.Thread(target=self._keep_leases, name="lease-keeper", daemon=True)]
-        if self.settings.listen and hasattr(self.ops.transport, "listening"):
-            helpers.append(threading.Thread(target=self._listen, name="listener", daemon=True))
+        self.presence.beat()
+        helpers: list[threading.Thread] = [
+            self.keeper,
+            threading.Thread(target=self.presence.keep, args=(self._done,), name="presence", daemon=True),
+        ]
+        if self.settings.listen and self.ops.transport.supports_listen:
+            helpers.append(Listener(self.ops.transport, self.kinds, self.waker, self._stop))
         for helper in helpers:
             helper.start()
         try:
             self._loop()
         finally:
             self._stop.set()
+            self.presence.stopping = True
+            self.presence.beat()
             self._shutdown()
+            self.presence.sign_off()
             self._done.set()
             self.waker.close()
-        return 0
+        return self._exit_code
 
     def _loop(self) -> None:
         while not self._stopping:
@@ -183,27 +154,28 @@ class Worker:
 
     def _iteration(self) -> None:
         self._touch_alive()
-        self.breaker.refresh()
         self.waker.drain()
         if self._stopping:
             return
-        free = self.settings.concurrency - self.running_count
-        kinds = self.breaker.allowed(self.kinds)
-        claimed = self._claim(kinds, min(free, MAX_CLAIM)) if free > 0 and kinds else []
-        for step in claimed:
-            self._start(step)
+        free = self.settings.concurrency - self.runs.holding()
+        claimed = self._claim(min(free, MAX_CLAIM)) if free > 0 else []
+        if claimed and self._stopping:
+            self._hand_back_unstarted([step for step, _ in claimed])
+            return
+        for step, claimed_at in claimed:
+            self._start(step, claimed_at)
         if claimed:
             return  # there may be more work: claim again at once (or wait for a free slot)
         self._sleep(random.uniform(self.settings.poll_min, self.settings.poll_max))  # noqa: S311 - jitter only
 
     def _sleep(self, seconds: float) -> None:
-        """An idle or backoff wait: ends early on a wake-up (completion, NOTIFY, stop)."""
-        deadline = time.monotonic() + seconds
+        """An idle or backoff wait: ends early on a wake-up (a run finished, NOTIFY, the database back, stop)."""
+        until = time.monotonic() + seconds
         while not self._stopping:
-            remaining = deadline - time.monotonic()
+            remaining = until - time.monotonic()
             if remaining <= 0:
                 return
-            # Look up at least every 10 s to keep the alive file fresh during long backoffs.
+            # Look up at least every 10 s to keep the alive file fresh during long waits.
             woken = self.waker.wait(min(remaining, 10.0))
             self._touch_alive()
             if woken:
@@ -211,53 +183,44 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------------------------------------
 
-    def _with_backoff(self, call: Callable[[], T], give_up: Callable[[], bool], sleep: Callable[[float], None]) -> T:
-        """Retry transport errors with capped backoff until `give_up()`; then the last error is raised."""
-        if give_up():
-            raise TransportError("stopping")
-        try:
-            result = call()  # the common case, without tenacity's bookkeeping
-        except TransportError as first:
-            self._database_down(first)
-        else:
-            self._database_up()
-            return result
+    def _claim(self, free: int) -> list[tuple[ClaimedStep, float]]:
+        """Up to `free` steps, each with the moment its claim was sent (time.monotonic): the deadline counts
+        from there. Retried through outages until a stop is requested; no claim is sent after that. While the
+        database is unreachable the retries are presence beats, not claims: a claim waiting for a connection
+        could reach the database after a stop, so one is sent only to a database that has just answered."""
+        sent = time.monotonic()
 
-        def note_outage(state: RetryCallState) -> None:
-            self._database_down(state.outcome.exception() if state.outcome else None)
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransportError),
-            wait=BACKOFF,
-            stop=lambda _state: give_up(),
-            sleep=sleep,
-            before_sleep=note_outage,
-            reraise=True,
-        )
-        result = retrying(call)
-        self._database_up()
-        return result
-
-    def _claim(self, kinds: list[str], free: int) -> list[ClaimedStep]:
         def claim() -> list[ClaimedStep]:
-            return self.ops.claim(
-                self.settings.worker_id, kinds, max_steps=free, lease_seconds=self.settings.lease_seconds
-            )
+            nonlocal sent
+            if self.outage.down:
+                self.presence.beat()
+                if self.outage.down:
+                    raise TransportError("the database is still unreachable")
+            if self._stopping:
+                return []
+            sent = time.monotonic()
+            try:
+                return self.ops.claim(
+                    self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=self.settings.lease_seconds
+                )
+            except TransportError:
+                # It may have committed with its answer lost: look for orphans once we are back.
+                self._orphans_possible = True
+                raise
 
         try:
-            claimed = self._with_backoff(claim, lambda: self._stopping, self._sleep)
+            claimed = self.outage.call(claim, give_up=lambda: self._stopping, pause=self._sleep)
         except TransportError:
-            # The last claim may have committed with its answer lost: look for orphans once we are back.
-            self._orphans_possible = True
-            return []
+            return []  # stopping
         except OpsError:
             log.exception("claim refused; trying again after the poll interval")
             self._sleep(self.settings.poll_max)
             return []
+        self.presence.seen()
         if self._orphans_possible:
             self._orphans_possible = False
             self._release_orphans(exclude={s.id for s in claimed})
-        return claimed
+        return [(step, sent) for step in claimed]
 
     def _release_orphans(self, exclude: set[int]) -> None:
         """Steps the database says this worker holds but it is not running: claims whose answer was lost.
@@ -267,8 +230,7 @@ class Worker:
         except OpsError:
             self._orphans_possible = True
             return
-        with self._lock:
-            running = set(self._running)
+        running = self.runs.keys()
         for orphan in held:
             if orphan.id in exclude or (orphan.id, orphan.attempt) in running:
                 continue
@@ -280,26 +242,21 @@ class Worker:
             except OpsError as error:
                 log.warning("could not hand back orphaned step %s: %s", orphan.id, error)
 
-    def _database_down(self, error: BaseException | None) -> None:
-        with self._outage_lock:
-            if self._down_since is not None:
-                return
-            self._down_since = time.monotonic()
-        log.warning("database unreachable, retrying with backoff", extra={"fields": {"error": str(error)}})
-
-    def _database_up(self) -> None:
-        with self._outage_lock:
-            if self._down_since is None:
-                return
-            down_for = time.monotonic() - self._down_since
-            self._down_since = None
-        log.info("database reachable again", extra={"fields": {"down_seconds": round(down_for, 1)}})
+    def _hand_back_unstarted(self, steps: list[ClaimedStep]) -> None:
+        """Steps of a claim that was answered after the stop was requested: handed back without running."""
+        for step in steps:
+            try:
+                self.ops.release(step.id, step.attempt, SHUTDOWN_REASON, retry=False)
+                log.info("claimed as the stop came; handed back unrun", extra={"fields": {"step_id": step.id}})
+            except OpsError as error:
+                log.warning("could not hand back step %s (%s); it returns when its lease expires", step.id, error)
 
     # -- running a step ---------------------------------------------------------------------------------------
 
-    def _start(self, step: ClaimedStep) -> None:
+    def _start(self, step: ClaimedStep, claimed_at: float) -> None:
+        timeout = float(step.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
         lease = float(step.lease_seconds or self.settings.lease_seconds or 1800)
-        now = time.monotonic()
+        ends_at = claimed_at + timeout
         context = StepContext(
             step_id=step.id,
             mission_id=step.mission_id,
@@ -309,23 +266,26 @@ class Worker:
             inputs=step.inputs,
             attempt=step.attempt,
             max_attempts=step.max_attempts,
-            deadline=step.lease_expires_at,
+            deadline=step.deadline or datetime.now(UTC) + timedelta(seconds=timeout),
             logger=logging.LoggerAdapter(logging.getLogger(f"vps_worker.step.{step.kind}"), {"step_id": step.id}),
             emit=self.ops.emit_event,
+            timeout_seconds=timeout,
+            ends_at=ends_at,
         )
-        running = RunningStep(
-            step=step, context=context, lease_seconds=lease, next_extension=now + lease / 3, deadline=now + lease
+        run = Run(
+            step=step,
+            context=context,
+            lease_seconds=lease,
+            next_extension=time.monotonic() + lease / 3,
+            lease_until=claimed_at + lease,
+            ends_at=ends_at,
         )
-        with self._lock:
-            for older in [r for key, r in self._running.items() if key[0] == step.id]:
-                # An earlier attempt of this step still running here lost its lease long ago.
-                older.lost = True
-                older.context.cancelled.set()
-            self._running[running.key] = running
+        self.runs.add(run)
+        with self._threads_lock:
             spawn = self._idle_threads == 0
             if not spawn:
                 self._idle_threads -= 1
-        self._handoff.put(running)
+        self._handoff.put(run)
         if spawn:
             # Grow on demand: a hung executor holds its own thread, never a new step's.
             threading.Thread(target=self._executor_thread, name="executor", daemon=True).start()
@@ -333,15 +293,15 @@ class Worker:
     def _executor_thread(self) -> None:
         """Runs handed-off steps one after another; reused, so a step costs no thread start."""
         while True:
-            running = self._handoff.get()
-            if running is None:
+            run = self._handoff.get()
+            if run is None:
                 return
-            self._execute(running)
-            with self._lock:
+            self._execute(run)
+            with self._threads_lock:
                 self._idle_threads += 1
 
-    def _fields(self, running: RunningStep, **more: Any) -> dict[str, Any]:
-        step = running.step
+    def _fields(self, run: Run, **more: Any) -> dict[str, Any]:
+        step = run.step
         fields: dict[str, Any] = {
             "step_id": step.id,
             "mission_id": step.mission_id,
@@ -353,151 +313,104 @@ class Worker:
         fields.update(more)
         return fields
 
-    def _execute(self, running: RunningStep) -> None:
-        step = running.step
+    def _execute(self, run: Run) -> None:
         outcome = "unreported"
-        error: str | None = None
-        undecodable = too_deep_to_run(step)
         try:
-            log.info("step started", extra={"fields": self._fields(running)})
-            output: Any = None
-            retryable = True
-            if undecodable is not None:
-                error, retryable = undecodable, False
-            else:
-                try:
-                    output = self.redactor.json(json_output(self.executors[step.kind](running.context)))
-                except PermanentError as failure:
-                    error, retryable = str(failure) or type(failure).__name__, False
-                except RetryableError as failure:
-                    error = str(failure) or type(failure).__name__
-                except BaseException as failure:  # anything an executor throws is a failed attempt
-                    error = f"{type(failure).__name__}: {failure}"
-                    log.debug("executor raised", exc_info=True)
-                if error is not None:
-                    error = self.redactor.text(error)
-            outcome = self._report(running, output, error, retryable)
+            log.info("step started", extra={"fields": self._fields(run)})
+            output, error, retryable = self._call_executor(run)
+            outcome = self._report(run, output, error, retryable)
         finally:
-            # The breaker counts this run before the slot frees: otherwise the loop can claim the next step of a
-            # kind that this very failure is about to disable. Bad data is no fault of the kind's executor.
-            if outcome in ("succeeded", "failed", "retrying") and undecodable is None:
-                self.breaker.record(step.kind, success=outcome == "succeeded", error=error)
-            with self._lock:
-                if self._running.get(running.key) is running:
-                    del self._running[running.key]
+            was_abandoned = self.runs.done(run)
             self.waker.wake()
-            took = round((time.monotonic() - running.started) * 1000)
-            log.info("step finished", extra={"fields": self._fields(running, duration_ms=took, outcome=outcome)})
+            took = round((time.monotonic() - run.started) * 1000)
+            if was_abandoned:
+                log.warning(
+                    "abandoned run returned; its result is discarded",
+                    extra={"fields": self._fields(run, duration_ms=took, outcome=outcome)},
+                )
+            else:
+                log.info("step finished", extra={"fields": self._fields(run, duration_ms=took, outcome=outcome)})
 
-    def _report(self, running: RunningStep, output: Any, error: str | None, retryable: bool) -> str:
-        """Report the result unless the run was lost; returns the outcome for the log line."""
-        step = running.step
+    def _call_executor(self, run: Run) -> tuple[Any, str | None, bool]:
+        """(output, error, retryable): what the executor made of the step, redacted."""
+        step = run.step
+        undecodable = too_deep_to_run(step)
+        if undecodable is not None:
+            return None, undecodable, False
+        error: str | None = None
+        retryable = True
+        output: Any = None
+        try:
+            output = self.redactor.json(json_output(self.executors[step.kind](run.context)))
+        except PermanentError as failure:
+            error, retryable = str(failure) or type(failure).__name__, False
+        except RetryableError as failure:
+            error = str(failure) or type(failure).__name__
+        except BaseException as failure:  # anything an executor throws is a failed attempt
+            error = f"{type(failure).__name__}: {failure}"
+            log.debug("executor raised", exc_info=True)
+        if error is not None:
+            error = self.redactor.text(error)
+        return output, error, retryable
+
+    def _report(self, run: Run, output: Any, error: str | None, retryable: bool) -> str:
+        """Report the result unless the run was lost; returns the outcome for the log line. Retried through
+        an outage until the worker is done or the report could no longer be accepted (`Run.report_by`)."""
+        step = run.step
+        run.returned = True
         if error is not None:
             error = error.replace("\x00", "\\0")  # Postgres text cannot hold NUL
 
         def send() -> str:
             if error is None:
                 try:
-                    return self.ops.complete(step.id, step.attempt, output).status
+                    return self.ops.complete(step.id, step.attempt, output, retry=False).status
                 except InvalidInput as refused:
                     # The database refused the output (too large, NUL, ...): a permanent failure, not a hang.
-                    report = self.ops.fail(
-                        step.id, step.attempt, f"output rejected: {refused.message}", retryable=False
-                    )
-                    return report.status
-            report = self.ops.fail(step.id, step.attempt, error, retryable=retryable)
+                    message = f"output rejected: {refused.message}"
+                    return self.ops.fail(step.id, step.attempt, message, retryable=False, retry=False).status
+            report = self.ops.fail(step.id, step.attempt, error, retryable=retryable, retry=False)
             return "retrying" if report.status == "queued" else report.status
 
-        def give_up() -> bool:
-            # Past the lease another worker owns the step; the fence would refuse this result anyway.
-            return self._done.is_set() or time.monotonic() > running.deadline + 60
-
-        with running.lock:
-            if running.lost:
-                return "released" if self._stopping else "discarded"
+        with run.lock:
+            if run.lost is not None:
+                return {"handed back": "released", "timed out": "timed out"}.get(run.lost, "discarded")
             try:
-                outcome = self._with_backoff(send, give_up, self._pause)
+                outcome = self.outage.call(
+                    send,
+                    give_up=lambda: self._done.is_set() or time.monotonic() > run.report_by,
+                    pause=lambda seconds: self.outage.wait(seconds, self._done),
+                )
             except (Conflict, NotFound) as refused:
-                log.warning("result discarded: %s", refused.message, extra={"fields": self._fields(running)})
+                log.warning("result discarded: %s", refused.message, extra={"fields": self._fields(run)})
                 outcome = "discarded"
             except OpsError as failure:
-                log.error("could not report step %s: %s; it returns when its lease expires", step.id, failure)
+                log.error("could not report step %s: %s; stale recovery will return it", step.id, failure)
                 outcome = "unreported"
-            running.finished = True
+            run.finished = True
             return outcome
 
-    def _pause(self, seconds: float) -> None:
-        self._done.wait(seconds)
+    # -- abandoned runs ---------------------------------------------------------------------------------------
 
-    # -- leases -----------------------------------------------------------------------------------------------
-
-    def _keep_leases(self) -> None:
-        while not self._done.wait(0.2):
-            try:
-                now = time.monotonic()
-                with self._lock:
-                    runs = [r for r in self._running.values() if not r.lost and not r.finished]
-                for running in runs:
-                    if now > running.deadline:
-                        self._lose(running, "the lease ran out before it could be extended")
-                    elif now >= running.next_extension:
-                        self._extend(running)
-            except Exception:
-                log.exception("lease keeper error; continuing")
-
-    def _lose(self, running: RunningStep, reason: str) -> None:
-        running.lost = True  # a report in flight is refused by the attempt fence anyway
-        running.context.cancelled.set()
+    def _abandoned(self, run: Run, why: str) -> None:
+        """The lease keeper freed a run's slot (its executor has not returned)."""
+        self.waker.wake()
+        took = round(time.monotonic() - run.started, 1)
         log.warning(
-            "lease lost; this run's result will be discarded", extra={"fields": self._fields(running, reason=reason)}
+            "run abandoned: its slot is free again; whatever it returns will be discarded",
+            extra={"fields": self._fields(run, reason=why, running_seconds=took, abandoned=self.runs.abandoned())},
         )
 
-    def _extend(self, running: RunningStep) -> None:
-        step = running.step
-        try:
-            lease = self.ops.extend_lease(step.id, step.attempt, self.settings.lease_seconds, retry=False)
-        except (Conflict, NotFound) as lost:
-            if not running.finished:
-                self._lose(running, lost.message)
-            return
-        except OpsError as error:
-            # Still ours until it expires: try again soon, without holding up the other leases.
-            running.next_extension = time.monotonic() + min(5.0, running.lease_seconds / 6)
-            log.debug("lease extension failed: %s", error)
-            return
-        now = time.monotonic()
-        length = float(lease.lease_seconds or running.lease_seconds)
-        running.lease_seconds = length
-        running.deadline = now + length
-        running.next_extension = now + length / 3
-        running.context.deadline = lease.lease_expires_at
+    def _too_many_hung(self, hung: int) -> None:
+        """More abandoned runs are still running than WORKER_MAX_ABANDONED: drain and exit for a restart."""
+        self._exit_code = EXIT_ABANDONED
+        log.error(
+            "too many hung executors: stopping so the supervisor starts a clean process",
+            extra={"fields": {"hung": hung, "max_abandoned": self.max_abandoned, "exit_code": EXIT_ABANDONED}},
+        )
+        self.request_stop()
 
-    # -- waking up --------------------------------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        """LISTEN on ops_steps and wake the loop when a step of one of our kinds is queued."""
-        wanted = set(self.kinds)
-        failures = 0
-        while not self._stop.is_set():
-            try:
-                with self.ops.transport.listening("ops_steps") as poll:  # type: ignore[attr-defined]
-                    failures = 0
-                    self.waker.wake()  # steps may have been queued while we were not listening
-                    while not self._stop.is_set():
-                        if wanted.intersection(poll(1.0)):
-                            self._wake_coalesced(poll, wanted)
-            except OpsError:
-                failures += 1
-                self._stop.wait(min(10.0, 0.5 * 2**failures))
-
-    def _wake_coalesced(self, poll: Callable[[float], list[str]], wanted: set[str]) -> None:
-        """Wake the loop now, then at most once per NOTIFY_MIN_INTERVAL while notifications of our kinds keep
-        coming: however many arrive in an interval, they make one wake-up, so one claim."""
-        self.waker.wake()
-        while not self._stop.wait(NOTIFY_MIN_INTERVAL):
-            if not wanted.intersection(_drain(poll)):
-                return
-            self.waker.wake()
+    # -- alive file -------------------------------------------------------------------------------------------
 
     def _touch_alive(self) -> None:
         if self.settings.alive_file and time.monotonic() - self._last_touch > 1.0:
@@ -510,17 +423,16 @@ class Worker:
     # -- stopping ---------------------------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        pending = self.running_count
+        pending = self.runs.holding()
         if pending:
             log.info(
                 "stopping: no new claims, waiting for running steps",
                 extra={"fields": {"running": pending, "grace_seconds": self.settings.grace_seconds}},
             )
-        deadline = time.monotonic() + self.settings.grace_seconds
-        while self.running_count and time.monotonic() < deadline:
-            self.waker.wait(min(0.2, max(deadline - time.monotonic(), 0)))
-        with self._lock:
-            unfinished = [r for r in self._running.values() if not r.finished]
+        until = time.monotonic() + self.settings.grace_seconds
+        while self.runs.holding() and time.monotonic() < until:
+            self.waker.wait(min(0.2, max(until - time.monotonic(), 0)))
+        unfinished = [r for r in self.runs.active() if not r.finished]
         # Hand everything back in parallel, each without client retries, within one overall deadline.
         handers = [threading.Thread(target=self._release, args=(r,), daemon=True) for r in unfinished]
         for thread in handers:
@@ -528,40 +440,29 @@ class Worker:
         give_back_by = time.monotonic() + 15
         for thread in handers:
             thread.join(max(give_back_by - time.monotonic(), 0))
-        log.info("worker stopped", extra={"fields": {"released": len(unfinished)}})
+        fields: dict[str, Any] = {"released": len(unfinished), "abandoned_still_running": self.runs.abandoned()}
+        if self._exit_code:
+            fields["exit_code"] = self._exit_code
+        log.info("worker stopped", extra={"fields": fields})
 
-    def _release(self, running: RunningStep) -> None:
+    def _release(self, run: Run) -> None:
         """Hand an unfinished run back so another worker takes it at once."""
-        if not running.lock.acquire(timeout=5):
+        if not run.lock.acquire(timeout=5):
             return  # its report is in flight; the lease covers the rest
         try:
-            if running.lost or running.finished:
+            if run.lost is not None or run.finished:
                 return
-            running.lost = True
-            running.context.cancelled.set()
-            step = running.step
+            run.cancel("handed back")
+            step = run.step
             try:
                 self.ops.release(step.id, step.attempt, SHUTDOWN_REASON, retry=False)
-                log.info("step handed back", extra={"fields": self._fields(running, outcome="released")})
+                log.info("step handed back", extra={"fields": self._fields(run, outcome="released")})
             except (Conflict, NotFound):
                 pass  # already finished, recovered or cancelled elsewhere
             except OpsError as error:
                 log.warning("could not hand back step %s (%s); it returns when its lease expires", step.id, error)
         finally:
-            running.lock.release()
-
-
-def _drain(poll: Callable[[float], list[str]]) -> set[str]:
-    """The notifications already received, without waiting. Bounded in time: a sustained flood must not keep
-    the listener reading instead of waking the loop."""
-    payloads: set[str] = set()
-    deadline = time.monotonic() + NOTIFY_MIN_INTERVAL
-    while time.monotonic() < deadline:
-        batch = poll(0)
-        if not batch:
-            break
-        payloads.update(batch)
-    return payloads
+            run.lock.release()
 
 
 def too_deep_to_run(step: ClaimedStep) -> str | None:

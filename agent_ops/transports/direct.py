@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,10 +22,11 @@ from psycopg.types.json import Jsonb, set_json_loads
 from agent_ops import jsonsafe
 from agent_ops.config import Settings
 from agent_ops.errors import InvalidInput, OpsError, TransportError, error_class
+from agent_ops.transports import Poll
 
-RECONNECT_SECONDS = 3.0  # see the pool's reconnect_timeout below
+RECONNECT_SECONDS = 3.0  # at least; see the pool's reconnect_timeout below
 # Parameters of the ops_* functions that are jsonb (every other one maps naturally).
-JSONB_PARAMS = frozenset({"proposal", "output", "event", "value"})
+JSONB_PARAMS = frozenset({"proposal", "output", "event", "value", "worker"})
 
 
 def _adapters() -> AdaptersMap:
@@ -53,6 +54,7 @@ def from_psycopg(error: psycopg.Error, function: str) -> OpsError:
 
 class DirectTransport:
     name = "direct"
+    supports_listen = True
 
     def __init__(self, settings: Settings) -> None:
         if settings.database_url is None:
@@ -68,18 +70,21 @@ class DirectTransport:
             "prepare_threshold": None,
             "context": ADAPTERS,
         }
+        # Waiting for a connection is connecting: bounded like a connect, not like a statement.
+        wait = max(settings.connect_timeout, 1.0)
         self._pool = psycopg_pool.ConnectionPool(
             self._conninfo,
             min_size=1,
             max_size=max(settings.pool_size, 1),
             kwargs=self._kwargs,
             configure=self._configure,
-            # Waiting for a connection is connecting: bounded like a connect, not like a statement.
-            timeout=max(settings.connect_timeout, 1.0),
+            timeout=wait,
             # The pool retries a lost connection with doubling delays (1, 2, 4 ... s) until this many seconds
             # have passed: left at its 5-minute default, a database back after a short outage could wait half
-            # a minute for the next attempt. Giving up early lets the next call start a fresh, immediate one.
-            reconnect_timeout=RECONNECT_SECONDS,
+            # a minute for the next attempt. Giving up early lets the next call start a fresh, immediate one -
+            # but not before a caller's wait is over, or that caller would wait on with nobody trying: tries
+            # stay at most 2 s apart while anyone waits, so a database that is back is found within about 2 s.
+            reconnect_timeout=max(RECONNECT_SECONDS, wait),
             name="agent-ops",
             open=False,
         )
@@ -117,7 +122,7 @@ class DirectTransport:
         return row[0] if row else None
 
     @contextmanager
-    def listening(self, channel: str) -> Iterator[Callable[[float], list[str]]]:
+    def listening(self, channel: str) -> Iterator[Poll]:
         """A dedicated session connection LISTENing on `channel`; yields `poll(timeout) -> payloads`.
 
         LISTEN needs a session: a direct or session-pooler connection, never the transaction pooler.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from supabase import ClientOptions, create_client
 from agent_ops import jsonsafe
 from agent_ops.config import Settings
 from agent_ops.errors import OpsError, TransportError, error_class
+from agent_ops.transports import Poll
 
 
 def _text(value: Any) -> str | None:
@@ -30,6 +32,7 @@ def _text(value: Any) -> str | None:
 
 class PostgrestTransport:
     name = "postgrest"
+    supports_listen = False  # PostgREST has no session to LISTEN on: callers poll
 
     def __init__(self, settings: Settings) -> None:
         if settings.supabase_url is None or settings.supabase_key is None:
@@ -77,6 +80,9 @@ class PostgrestTransport:
         finally:
             self._last.response = None  # the body is not kept past the call
         return data
+
+    def listening(self, channel: str) -> AbstractContextManager[Poll]:
+        raise NotImplementedError(f"LISTEN {channel} needs a direct database connection, not PostgREST")
 
     @staticmethod
     def _map(error: APIError, status: int | None) -> OpsError:

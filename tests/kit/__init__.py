@@ -8,6 +8,7 @@
   agent_ops.processes (what `agent-ops demo` starts its worker with), the CLI run to its end, and waiting for
   a condition;
 - `recorded`: the `recorded` executor, which notes every execution outside Postgres, and the tally of it;
+- `trickle`: an HTTP server answering a byte at a time, which only a request's total deadline ends;
 - `workload` and `races`: the seeded scenarios behind the invariants that are checked at a small size in
   tests/ and at large sizes by the chaos suite (docs/architecture.md, "The five invariants").
 
