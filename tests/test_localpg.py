@@ -200,7 +200,9 @@ def test_a_checkout_the_postgres_user_cannot_enter_keeps_its_server_in_a_folder_
 
         migrated = in_checkout(checkout, "migrate")
         assert migrated.returncode == 0, migrated.stderr
-        rpc = in_checkout(checkout, "status", "--json")
+        beat = in_checkout(checkout, "heartbeat")
+        assert beat.returncode == 0, beat.stderr
+        rpc = in_checkout(checkout, "status", "--json")  # exits 5 until a heartbeat has run
         assert rpc.returncode == 0, rpc.stderr
         assert json.loads(rpc.stdout)["system_enabled"] is True
 
