@@ -100,3 +100,12 @@ def hung(ctx: StepContext) -> dict[str, Any]:
         time.sleep(0.05)
     record(ctx, "finished")
     return {"slept": ctx.payload.get("seconds", 3600)}
+
+
+@executor("poison")
+def poison(ctx: StepContext) -> dict[str, Any]:
+    """Fails while the file named by POISON_FLAG exists (the fault), and works once it is gone (fixed)."""
+    record(ctx, "ran")
+    if os.path.exists(os.environ["POISON_FLAG"]):
+        raise RuntimeError("poisoned: the upstream is broken")
+    return {"fixed": True}
