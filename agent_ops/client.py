@@ -51,6 +51,9 @@ from agent_ops.models import (
     Status,
     Step,
     StepReport,
+    TriggerPreview,
+    TriggerRule,
+    TriggerRuleChange,
     Worker,
 )
 from agent_ops.transports import Transport, make_transport
@@ -381,3 +384,34 @@ class Ops:
         """The notification outbox, newest first; `status="dead"` for the dead letters."""
         params = {"status": status, "max_rows": limit}
         return [Notification.from_json(n) for n in self.call("ops_list_notifications", params, retry=True)]
+
+    # -- trigger rules ----------------------------------------------------------------------------------------
+
+    def trigger_rules(self) -> list[TriggerRule]:
+        """Every trigger rule by name, with its bookkeeping and 5 latest firings."""
+        return [TriggerRule.from_json(r) for r in self.call("ops_list_trigger_rules", {}, retry=True)]
+
+    def trigger_rule(self, name: str) -> TriggerRule:
+        """One rule with its 20 latest firings; NotFound when there is none."""
+        return self._one(TriggerRule.from_json, "ops_get_trigger_rule", {"name": name}, retry=True)
+
+    def set_trigger_rule(self, rule: Mapping[str, Any], updated_by: str) -> TriggerRuleChange:
+        """Create or update the rule named in `rule` (see TRIGGER_RULE_FIELDS); InvalidInput names what is wrong.
+        The same document again changes nothing, so a retry is harmless."""
+        params = {"rule": dict(rule), "updated_by": updated_by}
+        return self._one(TriggerRuleChange.from_json, "ops_set_trigger_rule", params, retry=True)
+
+    def set_trigger_enabled(self, name: str, enabled: bool, updated_by: str) -> TriggerRuleChange:
+        """Switch a rule on or off (switching on checks it first). Harmless to repeat."""
+        params = {"name": name, "enabled": enabled, "updated_by": updated_by}
+        return self._one(TriggerRuleChange.from_json, "ops_set_trigger_enabled", params, retry=True)
+
+    def delete_trigger_rule(self, name: str, updated_by: str) -> TriggerRuleChange:
+        """Delete a rule (trigger:deleted keeps its definition). Not retried: a repeat answers NotFound."""
+        params = {"name": name, "updated_by": updated_by}
+        return self._one(TriggerRuleChange.from_json, "ops_delete_trigger_rule", params, retry=False)
+
+    def preview_trigger_rule(self, name: str | None = None, *, rule: Mapping[str, Any] | None = None) -> TriggerPreview:
+        """The dry run: what the saved rule `name`, or the draft document `rule`, would propose now. Writes nothing."""
+        params = {"name": name, "rule": dict(rule) if rule is not None else None}
+        return self._one(TriggerPreview.from_json, "ops_preview_trigger_rule", params, retry=True)

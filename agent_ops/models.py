@@ -20,6 +20,7 @@ StepStatus = Literal["pending", "queued", "running", FinishedStatus]
 ActionRunStatus = Literal["running", "succeeded", "failed"]
 NotificationStatus = Literal["pending", "sending", "sent", "dead"]
 NotificationFormat = Literal["slack", "discord", "json"]
+TriggerChecker = Literal["event", "schedule", "threshold", "absence", "custom"]
 
 FINISHED_STATUSES: tuple[FinishedStatus, ...] = get_args(FinishedStatus)
 PROPOSAL_STATUSES: tuple[ProposalStatus, ...] = get_args(ProposalStatus)
@@ -28,6 +29,7 @@ MISSION_STATUSES: tuple[MissionStatus, ...] = get_args(MissionStatus)
 STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
 ACTION_RUN_STATUSES: tuple[ActionRunStatus, ...] = get_args(ActionRunStatus)
 NOTIFICATION_STATUSES: tuple[NotificationStatus, ...] = get_args(NotificationStatus)
+TRIGGER_CHECKERS: tuple[TriggerChecker, ...] = get_args(TriggerChecker)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -472,3 +474,85 @@ class SignOff(_FromJson):
 
     worker_id: str
     signed_off: bool
+
+
+# The fields of a trigger rule document (ops_set_trigger_rule); the rest of a rule is the heartbeat's bookkeeping.
+TRIGGER_RULE_FIELDS = (
+    "name",
+    "trigger_event",
+    "conditions",
+    "action_config",
+    "cooldown_minutes",
+    "skip_probability",
+    "jitter_minutes",
+    "enabled",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRule(_FromJson):
+    """A trigger rule as `ops_list_trigger_rules` / `ops_get_trigger_rule` show it: its definition, the
+    heartbeat's bookkeeping (`next_due_at` is None while disabled; `due`: the next heartbeat checks it) and its
+    latest firings, newest first (`recent_fires`: event_id, fired_at, proposal_id, status, mission_id, reason)."""
+
+    id: int
+    name: str
+    trigger_event: TriggerChecker
+    conditions: dict[str, Any]
+    action_config: dict[str, Any]
+    cooldown_minutes: int
+    skip_probability: float
+    jitter_minutes: int
+    enabled: bool
+    fire_count: int = 0
+    due: bool = False
+    last_fired_at: datetime | None = None
+    last_evaluated_at: datetime | None = None
+    next_due_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    recent_fires: list[dict[str, Any]] = field(default_factory=list)
+
+    def definition(self) -> dict[str, Any]:
+        """The document `Ops.set_trigger_rule` takes, as this rule stands."""
+        return {name: getattr(self, name) for name in TRIGGER_RULE_FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRuleChange:
+    """What a write did: `action` is created, updated, enabled, disabled, deleted or unchanged (nothing written,
+    no event); `changed` lists the fields that changed; `rule` is the rule now (for a deletion, as it was)."""
+
+    action: str
+    changed: list[str]
+    rule: TriggerRule
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TriggerRuleChange:
+        rule = TriggerRule.from_json(data["rule"])
+        return cls(action=data["action"], changed=list(data.get("changed") or []), rule=rule)
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerPreview(_FromJson):
+    """The dry run `ops_preview_trigger_rule`: what the checker says now (`matches`, `checker`, or the `error`
+    the heartbeat would meet), the proposal it would send, whether that window or event already made one
+    (`duplicate_of`), the proposal service's refusal (`invalid`) or its decision now (`outcome`: status and
+    reason), and whether the next heartbeat would propose (`would_propose`; a schedule may still skip)."""
+
+    name: str
+    trigger_event: TriggerChecker
+    saved: bool
+    enabled: bool
+    due: bool
+    matches: bool
+    would_propose: bool
+    next_due_at: datetime | None = None
+    checker: str | None = None
+    error: str | None = None
+    dedupe_key: str | None = None
+    duplicate_of: int | None = None
+    skip_probability: float = 0.0
+    proposal: dict[str, Any] | None = None
+    invalid: str | None = None
+    outcome: dict[str, Any] | None = None

@@ -32,8 +32,11 @@ insert into public.ops_policy (key, value, updated_by) values
   ('heartbeat', '{"triggers_budget_ms": 4000, "reactions_budget_ms": 3000, "recovery_batch": 100, "reactions_batch": 50}', 'seed')
 on conflict (key) do nothing;
 
--- The seed's trigger catalogue: 4 reactive and 4 proactive rules, shipped disabled as ready examples.
--- Enable one with: update public.ops_trigger_rules set enabled = true where name = '...';
+-- The seed's trigger catalogue: 4 reactive and 4 proactive rules, shipped disabled as ready examples. The seed
+-- runs as the table owner and inserts them; after that, change rules through the API, which validates every
+-- change and records it as a trigger:* event: `agent-ops triggers enable NAME` (or, in SQL,
+-- select public.ops_set_trigger_enabled('NAME', true, 'you');), `agent-ops triggers set`, or the console's
+-- Triggers page. See README.md, "Trigger rules through the API".
 insert into public.ops_trigger_rules
   (name, trigger_event, conditions, action_config, cooldown_minutes, skip_probability, jitter_minutes, enabled)
 values

@@ -203,6 +203,12 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.policies()
         ops.action_runs("heartbeat")
         ops.preview_gates(other.proposal_id)
+        ops.trigger_rules()
+        rule = ops.trigger_rule("mission_failed").definition()
+        ops.set_trigger_rule({**rule, "cooldown_minutes": 30}, "alice")
+        ops.set_trigger_enabled("mission_failed", True, "alice")
+        ops.preview_trigger_rule("mission_failed")
+        ops.delete_trigger_rule("mission_failed", "alice")
     assert used <= set(standin.calls), f"not exercised: {sorted(used - set(standin.calls))}"
 
     with Ops(rest_settings(standin, role="anon")) as anon:
@@ -237,6 +243,19 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_list_policy": {},
     "ops_list_action_runs": {"action": "heartbeat"},
     "ops_preview_gates": {"proposal_id": 1},
+    "ops_list_trigger_rules": {},
+    "ops_get_trigger_rule": {"name": "mission_failed"},
+    "ops_set_trigger_rule": {
+        "rule": {
+            "name": "r",
+            "trigger_event": "schedule",
+            "action_config": {"agent_id": "a", "title": "t", "steps": [{"kind": "noop"}]},
+        },
+        "updated_by": "a",
+    },
+    "ops_set_trigger_enabled": {"name": "mission_failed", "enabled": True, "updated_by": "a"},
+    "ops_delete_trigger_rule": {"name": "mission_failed", "updated_by": "a"},
+    "ops_preview_trigger_rule": {"name": "mission_failed"},
 }
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from agent_ops import Ops, Secret, Settings, step
 from agent_ops.console import ConsoleAccess
-from agent_ops.console.app import POLICY_FORM_BYTES
+from agent_ops.console.app import POLICY_FORM_BYTES, TRIGGER_FORM_BYTES
 from agent_ops.server import BackgroundServer, create_app
 from agent_ops.throttle import KeyThrottle
 from tests.kit.database import scalar
@@ -30,7 +30,14 @@ from tests.kit.settings import direct_settings
 KEY = "console-key-for-tests-only"
 HOSTILE = "<script>alert('owned')</script><img src=x onerror=alert(1)>"
 ESCAPED = "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
-PAGES = ("/console/proposals", "/console/missions", "/console/events", "/console/policy", "/console/health")
+PAGES = (
+    "/console/proposals",
+    "/console/missions",
+    "/console/events",
+    "/console/triggers",
+    "/console/policy",
+    "/console/health",
+)
 
 
 @pytest.fixture
@@ -97,6 +104,32 @@ def proposal_status(conn: psycopg.Connection, proposal_id: int) -> tuple[str, st
     ).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
+
+
+TRIGGER_RULE: dict[str, Any] = {
+    "name": "quiet-day",
+    "trigger_event": "absence",
+    "conditions": {"event_type": "content:published", "lookback_minutes": 1440},
+    "action_config": {"agent_id": "observer", "title": "Nothing published today", "steps": [{"kind": "analyze"}]},
+}
+
+
+def trigger_forms() -> dict[str, dict[str, str]]:
+    """Every trigger-rule form with fields that would change something if the form were accepted."""
+    document = json.dumps({**TRIGGER_RULE, "enabled": True})
+    return {
+        "/console/triggers/save": {"value": document, "editor": ""},
+        "/console/triggers/preview": {"value": document, "editor": ""},
+        "/console/triggers/mission_failed/enable": {},
+        "/console/triggers/proactive_research/disable": {},
+        "/console/triggers/tweet_high_engagement/delete": {},
+    }
+
+
+def trigger_state(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Every rule with its switch and definition, and the trigger:* events: what a trigger form could change."""
+    rules = conn.execute("select name, enabled, updated_at from ops_trigger_rules order by name").fetchall()
+    return [*rules, *conn.execute("select id, type from ops_agent_events where type like 'trigger:%' order by id")]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
@@ -251,6 +284,10 @@ def test_actions_without_a_session_are_refused(browser: httpx.Client, ops: Ops, 
         assert response.status_code == 401, path
     assert proposal_status(conn, proposal_id)[0] == "pending"
     assert ops.get_policy("system").value == {"enabled": True}
+    before = trigger_state(conn)
+    for path, fields in trigger_forms().items():
+        assert browser.post(path, data={"csrf": csrf, **fields}).status_code == 401, path
+    assert trigger_state(conn) == before
 
 
 def test_sign_in_returns_to_the_page_asked_for_with_its_filters(browser: httpx.Client) -> None:
@@ -297,8 +334,10 @@ def test_forms_posted_without_the_csrf_token_are_refused_and_change_nothing(
         "/console/policy/system": {"value": '{"enabled": false}'},
         "/console/system": {"enabled": "false"},
         "/console/kinds/crawl/enable": {},
+        **trigger_forms(),
         "/console/logout": {},
     }
+    before = trigger_state(conn)
     for path, fields in forms.items():
         for csrf in (None, "", "forged", other_session_token):
             data = fields if csrf is None else {**fields, "csrf": csrf}
@@ -307,6 +346,7 @@ def test_forms_posted_without_the_csrf_token_are_refused_and_change_nothing(
     assert proposal_status(conn, proposal_id)[0] == "pending"
     assert ops.mission(running.mission_id).status in ("approved", "running")
     assert ops.get_policy("system").value == {"enabled": True}
+    assert trigger_state(conn) == before, "no trigger rule was created, switched or deleted"
     assert browser.get("/console/proposals").status_code == 200, "still signed in: logout was refused too"
 
 
@@ -400,6 +440,7 @@ def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops, conn: psyc
     ops.set_policy("worker:analyze", {"enabled": False, "reason": HOSTILE}, "test")
     ops.set_policy("system", {"enabled": False, "reason": HOSTILE}, "test")
     conn.execute("select ops_worker_heartbeat(jsonb_build_object('worker_id', 'w1', 'host', %s::text))", (HOSTILE,))
+    ops.set_trigger_rule({**TRIGGER_RULE, "action_config": {**TRIGGER_RULE["action_config"], "title": HOSTILE}}, "t")
     conn.execute(
         "insert into ops_notifications (sink, event_id, event_type, matched, status, last_error, dead_at)"
         " values ('ops', 1, 'mission:failed', 'type', 'dead', %s, now())",
@@ -411,6 +452,7 @@ def test_everything_shown_is_escaped(browser: httpx.Client, ops: Ops, conn: psyc
         "/console/missions": 2,
         f"/console/missions/{accepted.mission_id}": 4,  # title, step error, event title, the switch
         "/console/events": 2,
+        "/console/triggers": 1,  # the rule's title in its editor
         "/console/policy": 2,  # the system and worker:analyze values
         # the disabled kind's reason, crawl's last error (one failure), a worker's host, a dead letter, the switch
         "/console/health": 5,
@@ -636,6 +678,169 @@ def test_a_refused_policy_on_an_unknown_key_or_deep_json_is_explained(browser: h
     assert "nested too deeply" in deep.text
     # The kill switch on that answer returns to the policy page, not to the POST-only action.
     assert 'name="back" value="/policy"' in deep.text
+
+
+# --- trigger rules -----------------------------------------------------------------------------------------------
+
+
+def trigger_card(page: str, name: str) -> str:
+    found = re.search(rf'<article class="card trigger" id="trigger-{re.escape(name)}">(.*?)</article>', page, re.S)
+    assert found, f"the page has a card for {name}"
+    return found.group(1)
+
+
+def test_the_triggers_page_lists_rules_with_fire_counts_and_last_and_next_firing(
+    browser: httpx.Client, ops: Ops
+) -> None:
+    ops.set_trigger_enabled("mission_failed", True, "test")
+    failed = ops.propose("growth", "doomed", [step("crawl")])
+    assert failed.mission_id is not None
+    [claimed] = ops.claim("w", ["crawl"])
+    ops.fail(claimed.id, claimed.attempt, "HTTP 500", retryable=False)
+    ops.heartbeat()
+    rule = ops.trigger_rule("mission_failed")
+    assert rule.fire_count == 1
+    signed_in(browser)
+    page = browser.get("/console/triggers").text
+    rows = re.sub(r"\s+", " ", re.search(r'<table id="trigger-rules">(.*?)</table>', page, re.S).group(1))  # type: ignore[union-attr]
+    assert (
+        '<td><a href="#trigger-mission_failed">mission_failed</a></td><td><code>event</code></td> '
+        f'<td><span class="badge succeeded">on</span></td> <td>1</td><td>{rule.last_fired_at:%Y-%m-%d %H:%M:%S}</td>'
+        f"<td>{rule.next_due_at:%Y-%m-%d %H:%M:%S}</td>"
+    ) in rows
+    assert '<span class="badge cancelled">off</span></td> <td>0</td><td>-</td><td>-</td>' in rows
+    card = trigger_card(page, "mission_failed")
+    assert 'action="/console/triggers/mission_failed/disable"' in card
+    assert "Disable" in card
+    assert f'href="/console/missions/{ops.proposals(status="accepted")[0].mission_id}"' in card, "its latest firing"
+    assert "&#34;trigger_event&#34;: &#34;event&#34;" in card, "its definition in the editor"
+    assert 'action="/console/triggers/proactive_research/enable"' in trigger_card(page, "proactive_research")
+    assert 'data-confirm="Delete the trigger rule mission_failed?' in card
+    assert 'id="trigger-new"' in page
+
+
+def test_trigger_rules_are_saved_switched_and_deleted_through_the_api(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    signed_in(browser)
+    saved = browser.post("/console/triggers/save", data={"csrf": token(browser), "value": json.dumps(TRIGGER_RULE)})
+    assert saved.status_code == 303
+    assert saved.headers["location"] == "/console/triggers#trigger-quiet-day"
+    assert ops.trigger_rule("quiet-day").definition() == {
+        **TRIGGER_RULE, "cooldown_minutes": 60, "skip_probability": 0, "jitter_minutes": 0, "enabled": False
+    }  # fmt: skip
+    assert "Trigger rule quiet-day: created." in browser.get("/console/triggers").text
+    edited = {**TRIGGER_RULE, "cooldown_minutes": 30}
+    browser.post(
+        "/console/triggers/save", data={"csrf": token(browser), "value": json.dumps(edited), "editor": "quiet-day"}
+    )
+    assert "Trigger rule quiet-day: cooldown_minutes." in browser.get("/console/triggers").text
+    on = browser.post("/console/triggers/quiet-day/enable", data={"csrf": token(browser)})
+    assert (on.status_code, on.headers["location"]) == (303, "/console/triggers#trigger-quiet-day")
+    assert ops.trigger_rule("quiet-day").enabled
+    assert "Trigger rule quiet-day is on: the heartbeat checks it from now on." in browser.get("/console/triggers").text
+    browser.post("/console/triggers/quiet-day/disable", data={"csrf": token(browser)})
+    assert not ops.trigger_rule("quiet-day").enabled
+    gone = browser.post("/console/triggers/quiet-day/delete", data={"csrf": token(browser)})
+    assert gone.status_code == 303
+    assert "Trigger rule quiet-day deleted" in browser.get("/console/triggers").text
+    events = conn.execute(
+        "select type, payload ->> 'updated_by' from ops_agent_events where type like 'trigger:%' order by id"
+    ).fetchall()
+    assert events == [
+        ("trigger:created", "console:ada"),
+        ("trigger:updated", "console:ada"),
+        ("trigger:enabled", "console:ada"),
+        ("trigger:disabled", "console:ada"),
+        ("trigger:deleted", "console:ada"),
+    ]
+    missing = browser.post("/console/triggers/quiet-day/enable", data={"csrf": token(browser)})
+    assert missing.status_code == 303
+    assert (
+        "Trigger rule quiet-day was not changed: trigger rule &#34;quiet-day&#34; not found"
+        in browser.get("/console/triggers").text
+    )
+
+
+@pytest.mark.parametrize(
+    ("editor", "text", "message"),
+    [
+        ("mission_failed", '{"name": "mission_failed", "trigger_event": "event", "conditions": {}}',
+         "conditions.event_type is required"),
+        ("mission_failed", json.dumps({**TRIGGER_RULE, "name": "mission_failed", "trigger_event": "event",
+                                        "conditions": {"event_type": "mission:failed", "window": 5}}),
+         "conditions.window is not a known field"),
+        ("", json.dumps({**TRIGGER_RULE, "action_config": {"agent_id": "observer", "title": "t",
+                                                           "steps": [{"kind": "Bad Kind"}]}}),
+         "action_config.steps[0].kind must match"),
+        ("", '{"name": "x",', "not valid JSON"),
+        ("", "[]", "rule must be a JSON object"),
+    ],
+)  # fmt: skip
+def test_a_refused_trigger_rule_shows_the_sql_message_in_its_editor_and_changes_nothing(
+    browser: httpx.Client, conn: psycopg.Connection, editor: str, text: str, message: str
+) -> None:
+    before = trigger_state(conn)
+    signed_in(browser)
+    for action in ("save", "preview"):
+        response = browser.post(
+            f"/console/triggers/{action}", data={"csrf": token(browser), "value": text, "editor": editor}
+        )
+        assert response.status_code == 400, action
+        card = trigger_card(response.text, editor or "new")
+        assert "Refused: " in card
+        assert message.replace('"', "&#34;") in card, (action, card[-800:])
+        assert text.replace('"', "&#34;") in card, "the draft stays in its editor"
+        assert 'name="back" value="/triggers"' in response.text, "the kill switch returns to the page"
+    assert trigger_state(conn) == before
+
+
+def test_the_dry_run_shows_what_the_editor_s_rule_would_propose_and_saves_nothing(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    before = trigger_state(conn)
+    draft = {**ops.trigger_rule("proactive_research").definition(), "conditions": {"topics": ["churn"]}}
+    signed_in(browser)
+    response = browser.post(
+        "/console/triggers/preview",
+        data={"csrf": token(browser), "value": json.dumps(draft), "editor": "proactive_research"},
+    )
+    assert response.status_code == 200
+    card = trigger_card(response.text, "proactive_research")
+    assert "Dry run: the next heartbeat would not propose (the rule is off)." in card
+    assert "Checker: fires whenever due: every 360 minutes plus up to 30 of jitter, topic churn" in card
+    assert '<span class="badge accepted">accepted</span>' in card
+    assert "Research: churn" in card
+    assert "&#34;churn&#34;" in card, "the draft stays in the editor"
+    assert trigger_state(conn) == before
+    assert ops.trigger_rule("proactive_research").conditions["topics"][0] == "agent architectures"
+
+
+def test_the_largest_rule_the_sql_accepts_fits_the_form_and_more_is_413(browser: httpx.Client, ops: Ops) -> None:
+    """A rule just under the SQL's 64 KiB, in characters that form encoding triples, saves; a larger one is
+    refused by the SQL with its message; a larger form is 413 before it is read, for the dry run too."""
+
+    def rule(payload: str) -> str:
+        steps = [{"kind": "analyze", "payload": {"n": payload}}]
+        return json.dumps({**TRIGGER_RULE, "action_config": {**TRIGGER_RULE["action_config"], "steps": steps}},
+                          ensure_ascii=False)  # fmt: skip
+
+    largest = rule("é" * 32_000)
+    assert 60_000 < len(largest.encode()) < 64 * 1024
+    signed_in(browser)
+    saved = browser.post("/console/triggers/save", data={"csrf": token(browser), "value": largest})
+    assert saved.status_code == 303, saved.text[-500:]
+    assert len(ops.trigger_rule("quiet-day").action_config["steps"][0]["payload"]["n"]) == 32_000
+    refused = browser.post("/console/triggers/save", data={"csrf": token(browser), "value": rule("x" * 70_000)})
+    assert refused.status_code == 400
+    assert "rule must be at most 65536 bytes of JSON" in refused.text
+    for action in ("save", "preview"):
+        too_much = browser.post(
+            f"/console/triggers/{action}", data={"csrf": token(browser), "value": " " * TRIGGER_FORM_BYTES}
+        )
+        assert too_much.status_code == 413, action
+    switch = browser.post("/console/triggers/quiet-day/enable", data={"csrf": token(browser), "x": "y" * 70_000})
+    assert switch.status_code == 413, "the other trigger forms keep the ordinary cap"
 
 
 # --- health ------------------------------------------------------------------------------------------------------

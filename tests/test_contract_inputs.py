@@ -53,6 +53,10 @@ SURFACE: dict[str, list[str]] = {
     "ops_worker_sign_off": ["worker_id"],
     "ops_claim_notifications": ["deliverer", "max_items"],
     "ops_report_notification": ["id", "attempt", "delivered", "http_status", "error", "retry_after_seconds"],
+    # Trigger rules through the API.
+    "ops_set_trigger_rule": ["rule", "updated_by"],
+    "ops_set_trigger_enabled": ["name", "enabled", "updated_by"],
+    "ops_delete_trigger_rule": ["name", "updated_by"],
 }
 
 READ_API = (
@@ -71,6 +75,10 @@ READ_API = (
     "ops_list_notifications",
     "ops_metrics",
     "ops_metrics_history",
+    # Trigger rules: the list, one rule, and the dry run.
+    "ops_list_trigger_rules",
+    "ops_get_trigger_rule",
+    "ops_preview_trigger_rule",
 )
 
 # A column each table has that can be assigned to itself (identity columns cannot).
@@ -216,6 +224,17 @@ Case = tuple[str, Callable[[World], dict[str, Any]], str]
 
 def _proposal(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"agent_id": "scout", "title": "fine", "steps": [{"kind": "crawl"}]}
+    base.update(fields)
+    return {key: value for key, value in base.items() if value is not _DROP}
+
+
+def _rule(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "contract-rule",
+        "trigger_event": "event",
+        "conditions": {"event_type": "tweet:posted"},
+        "action_config": _proposal(),
+    }
     base.update(fields)
     return {key: value for key, value in base.items() if value is not _DROP}
 
@@ -442,6 +461,45 @@ CASES: dict[str, list[Case]] = {
             "retry_after_seconds",
         ),
         ("no reason", lambda w: {"id": 1, "attempt": 1, "delivered": False}, "error"),
+    ],
+    "ops_set_trigger_rule": [
+        ("sql null", lambda w: {"rule": None, "updated_by": "me"}, "rule"),
+        ("array", lambda w: {"rule": AsJson([1]), "updated_by": "me"}, "rule"),
+        ("name missing", lambda w: {"rule": _rule(name=_DROP), "updated_by": "me"}, "name"),
+        ("name pattern", lambda w: {"rule": _rule(name="Not A Name"), "updated_by": "me"}, "name"),
+        ("name too long", lambda w: {"rule": _rule(name="r" * 200), "updated_by": "me"}, "name"),
+        ("unknown field", lambda w: {"rule": _rule(colour="red"), "updated_by": "me"}, "colour"),
+        ("checker", lambda w: {"rule": _rule(trigger_event="cron"), "updated_by": "me"}, "trigger_event"),
+        ("conditions array", lambda w: {"rule": _rule(conditions=[1]), "updated_by": "me"}, "conditions"),
+        ("event_type missing", lambda w: {"rule": _rule(conditions={}), "updated_by": "me"}, "conditions.event_type"),
+        ("template missing", lambda w: {"rule": _rule(action_config=_DROP), "updated_by": "me"}, "action_config"),
+        (
+            "template kind",
+            lambda w: {"rule": _rule(action_config=_proposal(steps=[{"kind": "Bad Kind"}])), "updated_by": "me"},
+            "action_config.steps[0].kind",
+        ),
+        (
+            "template placeholder",
+            lambda w: {"rule": _rule(action_config=_proposal(title="{{topic}}")), "updated_by": "me"},
+            "action_config",
+        ),
+        ("cooldown negative", lambda w: {"rule": _rule(cooldown_minutes=-1), "updated_by": "me"}, "cooldown_minutes"),
+        ("skip not schedule", lambda w: {"rule": _rule(skip_probability=0.5), "updated_by": "me"}, "skip_probability"),
+        ("jitter string", lambda w: {"rule": _rule(jitter_minutes="5"), "updated_by": "me"}, "jitter_minutes"),
+        ("enabled string", lambda w: {"rule": _rule(enabled="yes"), "updated_by": "me"}, "enabled"),
+        ("too big", lambda w: {"rule": _rule(action_config=_proposal(description=BIG)), "updated_by": "me"}, "rule"),
+        ("updated_by null", lambda w: {"rule": _rule(), "updated_by": None}, "updated_by"),
+    ],
+    "ops_set_trigger_enabled": [
+        ("name null", lambda w: {"name": None, "enabled": True, "updated_by": "me"}, "name"),
+        ("name too long", lambda w: {"name": "r" * 200, "enabled": True, "updated_by": "me"}, "name"),
+        ("enabled null", lambda w: {"name": "mission_failed", "enabled": None, "updated_by": "me"}, "enabled"),
+        ("updated_by blank", lambda w: {"name": "mission_failed", "enabled": True, "updated_by": " "}, "updated_by"),
+    ],
+    "ops_delete_trigger_rule": [
+        ("name null", lambda w: {"name": None, "updated_by": "me"}, "name"),
+        ("name empty", lambda w: {"name": "", "updated_by": "me"}, "name"),
+        ("updated_by null", lambda w: {"name": "mission_failed", "updated_by": None}, "updated_by"),
     ],
 }
 

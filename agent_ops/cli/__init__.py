@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dotenv import load_dotenv
 
 from agent_ops import __version__
-from agent_ops.cli import db, demo, heartbeat, kinds, notify, policy, proposals, serve, views
+from agent_ops.cli import db, demo, heartbeat, kinds, notify, policy, proposals, serve, triggers, views
 from agent_ops.cli.errors import CliError
 from agent_ops.cli.output import note
 from agent_ops.config import ConfigError
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     views.register(commands)
     policy.register(commands)
     kinds.register(commands)
+    triggers.register(commands)
     heartbeat.register(commands)
     notify.register(commands)
     serve.register(commands)

@@ -34,7 +34,7 @@ from agent_ops.console.auth import NAME, SESSION_COOKIE, ConsoleAccess, Sessions
 from agent_ops.console.charts import Chart, health_charts
 from agent_ops.errors import NotFound, OpsError, TransportError
 from agent_ops.http_limits import FORM_BYTES
-from agent_ops.models import MISSION_STATUSES, GatePreview, Notification, Status
+from agent_ops.models import MISSION_STATUSES, GatePreview, Notification, Status, TriggerRule
 from agent_ops.throttle import KeyThrottle
 
 T = TypeVar("T")
@@ -45,8 +45,16 @@ BIGINT_MAX = 2**63 - 1
 # each byte (%XX), and the form carries its CSRF token besides.
 POLICY_VALUE_BYTES = 256 * 1024
 POLICY_FORM_BYTES = 3 * POLICY_VALUE_BYTES + FORM_BYTES
+# ops_set_trigger_rule accepts a rule of at most ops_internal.max_trigger_rule_bytes() (64 KiB) of JSON; the
+# editor's form is capped the same way (the dry run posts the same form).
+TRIGGER_RULE_BYTES = 64 * 1024
+TRIGGER_FORM_BYTES = 3 * TRIGGER_RULE_BYTES + FORM_BYTES
 # Body caps above FORM_BYTES, by path prefix inside the console (see agent_ops/http_limits.py).
-LARGER_BODIES = {"/policy/": POLICY_FORM_BYTES}
+LARGER_BODIES = {
+    "/policy/": POLICY_FORM_BYTES,
+    "/triggers/save": TRIGGER_FORM_BYTES,
+    "/triggers/preview": TRIGGER_FORM_BYTES,
+}
 # Scripts and styles come only from /console/static: no inline code runs, whatever an event's text holds.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -106,6 +114,32 @@ def _ago(value: datetime | str | None) -> str:
     return f"{_age(max(0.0, (datetime.now(UTC) - value).total_seconds()))} ago"
 
 
+def _next_firing(rule: TriggerRule) -> str:
+    if not rule.enabled:
+        return "-"
+    return "due now" if rule.due else _time(rule.next_due_at)
+
+
+def _rule_text(rule: TriggerRule) -> str:
+    """A rule's definition for its editor, in the order of TRIGGER_RULE_FIELDS."""
+    return json.dumps(rule.definition(), indent=2, ensure_ascii=False)
+
+
+# What the new-rule editor starts with: a valid rule that starts disabled.
+NEW_TRIGGER_RULE = {
+    "name": "my-rule",
+    "trigger_event": "event",
+    "conditions": {"event_type": "mission:failed", "lookback_minutes": 60},
+    "action_config": {
+        "agent_id": "brain",
+        "title": "Look into mission #{{event.mission_id}}",
+        "steps": [{"kind": "analyze", "payload": {"mission_id": "{{event.mission_id}}"}}],
+    },
+    "cooldown_minutes": 60,
+    "enabled": False,
+}
+
+
 # Why a stalled kind's queue does not move (ops_queue_stalls.reason), for people.
 STALL_REASONS = {
     "no_worker": "no live worker serves it",
@@ -122,7 +156,9 @@ templates = jinja2.Environment(
     lstrip_blocks=True,
 )
 templates.filters.update(time=_time, pretty=_json)
-templates.globals.update(duration=_duration, age=_age, ago=_ago, stall_reasons=STALL_REASONS)
+templates.globals.update(
+    duration=_duration, age=_age, ago=_ago, stall_reasons=STALL_REASONS, next_firing=_next_firing, rule_text=_rule_text
+)
 
 
 class BadParameter(ValueError):
@@ -499,6 +535,105 @@ class Console:
             self.flash(request, f"{kind} was not re-enabled: {refusal_or_raise(error)}", "error")
         return self.back(request, "/health")
 
+    # -- trigger rules ----------------------------------------------------------------------------------------
+
+    async def triggers(self, request: Request) -> Response:
+        return await self.trigger_page(request)
+
+    async def trigger_page(
+        self,
+        request: Request,
+        http_status: int = 200,
+        *,
+        errors: dict[str, str] | None = None,
+        drafts: dict[str, str] | None = None,
+        previews: dict[str, Any] | None = None,
+    ) -> HTMLResponse:
+        rules = await self.call(self.ops.trigger_rules)
+        return await self.render(
+            request,
+            "triggers.html",
+            http_status=http_status,
+            rules=rules,
+            errors=errors or {},
+            drafts=drafts or {},
+            previews=previews or {},
+            new_rule=json.dumps(NEW_TRIGGER_RULE, indent=2),
+        )
+
+    @staticmethod
+    def _trigger_form(form: FormData) -> tuple[str, str, dict[str, Any] | None, str | None]:
+        """(editor, text, the rule document or None, why it is not one): the editor is the rule's name, or ""
+        for the new-rule editor, and says where the answer is shown."""
+        editor, text = str(form.get("editor", "")), str(form.get("value", ""))
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            return editor, text, None, f"not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        except RecursionError:
+            return editor, text, None, "not valid JSON: nested too deeply"
+        if not isinstance(value, dict):
+            return editor, text, None, "rule must be a JSON object"
+        return editor, text, value, None
+
+    async def _trigger_refused(self, request: Request, editor: str, text: str, problem: str) -> HTMLResponse:
+        rules = await self.call(self.ops.trigger_rules)
+        if editor and editor not in {r.name for r in rules}:  # its card is gone: answer in the new-rule editor
+            editor = ""
+        return await self.trigger_page(request, 400, errors={editor: problem}, drafts={editor: text})
+
+    async def save_trigger(self, request: Request, form: FormData) -> Response:
+        editor, text, rule, problem = self._trigger_form(form)
+        if rule is not None:
+            try:
+                change = await self.call(self.ops.set_trigger_rule, rule, updated_by=operator(request.session))
+            except OpsError as error:
+                problem = refusal_or_raise(error)
+            else:
+                name = change.rule.name
+                said = ", ".join(change.changed) if change.action == "updated" else change.action
+                self.flash(request, f"Trigger rule {name}: {said}.")
+                return self.back(request, f"/triggers#trigger-{name}")
+        return await self._trigger_refused(request, editor, text, str(problem))
+
+    async def preview_trigger(self, request: Request, form: FormData) -> Response:
+        """The dry run of the editor's rule as it stands (saved or not): nothing is written."""
+        editor, text, rule, problem = self._trigger_form(form)
+        if rule is not None:
+            try:
+                preview = await self.call(self.ops.preview_trigger_rule, rule=rule)
+            except OpsError as error:
+                problem = refusal_or_raise(error)
+            else:
+                return await self.trigger_page(request, drafts={editor: text}, previews={editor: preview})
+        return await self._trigger_refused(request, editor, text, str(problem))
+
+    async def switch_trigger(self, request: Request, form: FormData) -> Response:
+        name = str(request.path_params["name"])
+        enabled = request.url.path.endswith("/enable")
+        try:
+            change = await self.call(self.ops.set_trigger_enabled, name, enabled, updated_by=operator(request.session))
+            state = "on" if enabled else "off"
+            self.flash(
+                request,
+                f"Trigger rule {name} was already {state}."
+                if change.action == "unchanged"
+                else f"Trigger rule {name} is {state}"
+                + (": the heartbeat checks it from now on." if enabled else ": it proposes nothing until enabled."),
+            )
+        except OpsError as error:
+            self.flash(request, f"Trigger rule {name} was not changed: {refusal_or_raise(error)}", "error")
+        return self.back(request, f"/triggers#trigger-{name}")
+
+    async def delete_trigger(self, request: Request, form: FormData) -> Response:
+        name = str(request.path_params["name"])
+        try:
+            await self.call(self.ops.delete_trigger_rule, name, updated_by=operator(request.session))
+            self.flash(request, f"Trigger rule {name} deleted (its trigger:deleted event keeps the definition).")
+        except OpsError as error:
+            self.flash(request, f"Trigger rule {name} was not deleted: {refusal_or_raise(error)}", "error")
+        return self.back(request, "/triggers")
+
     # -- the app ----------------------------------------------------------------------------------------------
 
     def app(self) -> Starlette:
@@ -516,6 +651,12 @@ class Console:
             Route("/missions/{mission_id:int}/cancel", action(self.cancel), methods=["POST"]),
             Route("/events", page(self.events)),
             Route("/events/feed", page(self.events_feed)),
+            Route("/triggers", page(self.triggers)),
+            Route("/triggers/save", action(self.save_trigger), methods=["POST"]),
+            Route("/triggers/preview", action(self.preview_trigger), methods=["POST"]),
+            Route("/triggers/{name:str}/enable", action(self.switch_trigger), methods=["POST"]),
+            Route("/triggers/{name:str}/disable", action(self.switch_trigger), methods=["POST"]),
+            Route("/triggers/{name:str}/delete", action(self.delete_trigger), methods=["POST"]),
             Route("/policy", page(self.policy)),
             Route("/policy/{key:str}", action(self.save_policy), methods=["POST"]),
             Route("/system", action(self.switch), methods=["POST"]),

@@ -6,9 +6,11 @@ Each example calls one RPC as `service_role` with named arguments, some omitted 
 drawn from: SQL NULL; arbitrary JSON; near-valid documents (the real keys with good, wrong-typed and
 random values: proposals, steps, events, every policy key); domain words (statuses, kinds, policy keys);
 arbitrary text; ids of rows that exist and of rows that do not; the whole range of the argument's integer
-type; and, inside any JSON value, documents nested 60 to 3,000 levels deep. The property: a JSON result, or
-an error with SQLSTATE PT400 (invalid input), PT404 (not found) or PT409 (conflict), and after an error the
-row count of every ops_* table exactly as before. After the run no JSON column of any ops_* table holds
+type; and, inside any JSON value, documents nested 60 to 3,000 levels deep. Trigger rules get near-valid rule
+documents for every checker (templates with good and bad placeholders, a custom checker function that exists)
+and the names of rules that exist. The property: a JSON result, or an error with SQLSTATE PT400 (invalid
+input), PT404 (not found) or PT409 (conflict), and after an error the row count of every ops_* table exactly
+as before. After the run no JSON column of any ops_* table holds
 anything nested deeper than the documented 64 levels.
 
 Not generated: NUL characters and lone surrogates in text, and integers outside the declared type. Postgres
@@ -46,7 +48,8 @@ WORDS = ["", " ", "brain", "growth", "system", "noop", "crawl", "analyze", "writ
          "pending", "accepted", "rejected", "approved", "queued", "running", "succeeded", "failed", "cancelled",
          "auto_approve", "worker_policy", "daily_proposal_limit", "step_kind_gates", "max_active_missions",
          "reaction_matrix", "retention", "heartbeat", "worker:crawl", "tweet:posted", "mission:failed", "x" * 65,
-         "Brain", "a b", "-1", "null", "{}", "[]", "'; drop table ops_missions; --"]  # fmt: skip
+         "Brain", "a b", "-1", "null", "{}", "[]", "'; drop table ops_missions; --", "mission_failed",
+         "proactive_research"]  # fmt: skip
 
 text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=80)
 texts = st.one_of(st.sampled_from(WORDS), text, st.from_regex(r"[a-z][a-z0-9_:.-]{0,70}", fullmatch=True),
@@ -183,10 +186,120 @@ policy_pairs = st.one_of(
       for key, (required, optional) in POLICIES.items()),
 )  # fmt: skip
 
+# Trigger rules (ops_set_trigger_rule, and drafts for ops_preview_trigger_rule): every checker with conditions,
+# templates whose placeholders the checker may or may not provide, and the names of rules that exist (the seed's,
+# and one seed_rows adds with a custom checker function).
+CUSTOM_FUNCTION = "public.fuzz_trigger_check"
+existing_rules = st.sampled_from(
+    ["tweet_high_engagement", "content_published", "proactive_scan_signals", "fuzz-custom"]
+)
+rule_names = st.one_of(
+    existing_rules,
+    existing_rules,
+    st.sampled_from(["fuzz.rule:1", "Not A Name"]),
+    st.from_regex(r"[a-z0-9][a-z0-9_.:-]{0,20}", fullmatch=True),
+)
+event_types = st.sampled_from(["tweet:posted", "mission:failed", "content:published", "tweet:metrics"])
+template_titles = titles | st.sampled_from(
+    [
+        "Look at {{event.title}}",
+        "Mission #{{event.mission_id}}",
+        "Scan {{topic}}",
+        "{{rule.name}} at {{now}}",
+        "{{value}}",
+        "{{evnt.id}}",
+        "{{event.nope}}",
+        "{{event_type}} quiet for {{lookback_minutes}} min",
+    ]
+)
+templates = st.fixed_dictionaries(
+    {
+        "agent_id": agent_ids | st.just("{{event.agent_id}}"),
+        "title": template_titles,
+        "steps": st.lists(
+            st.fixed_dictionaries(
+                {"kind": good_kinds | st.just("{{topic}}")},
+                optional={"payload": objects() | st.just({"x": "{{event.payload.x}}"})},
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    },
+    optional={"description": titles, "metadata": objects(size=2)},
+)
+minutes = st.integers(1, 1440)
+CONDITIONS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "event": st.fixed_dictionaries(
+        {"event_type": event_types},
+        optional={"tags": st.lists(agent_ids, max_size=3), "agent_id": agent_ids, "lookback_minutes": minutes},
+    ),
+    "schedule": st.fixed_dictionaries(
+        {}, optional={"topics": st.lists(st.sampled_from(["crawl", "analyze", "news"]) | titles, max_size=3)}
+    ),
+    "threshold": st.fixed_dictionaries(
+        {
+            "event_type": event_types,
+            "field": st.sampled_from(["engagement_rate", "a.b"]),
+            "op": st.sampled_from([">", ">=", "<", "<="]),
+            "value": st.integers(-5, 5) | st.floats(-1, 1),
+        },
+        optional={"lookback_minutes": minutes},
+    ),
+    "absence": st.fixed_dictionaries({"event_type": event_types, "lookback_minutes": minutes}),
+    "custom": st.fixed_dictionaries(
+        {
+            "function": st.sampled_from(
+                [CUSTOM_FUNCTION, "public.nope", "public.ops_create_proposal", "pg_catalog.jsonb_strip_nulls"]
+            )
+        },
+        optional={"mode": st.sampled_from(["template", "null", "raise"])},
+    ),
+}
+valid_rules = st.one_of(
+    *(
+        st.fixed_dictionaries(
+            {
+                "name": rule_names,
+                "trigger_event": st.just(checker),
+                "conditions": conditions,
+                "action_config": templates,
+            },
+            optional={
+                "cooldown_minutes": minutes,
+                "jitter_minutes": st.integers(0, 60),
+                "enabled": st.booleans(),
+                **({"skip_probability": st.floats(0, 1)} if checker == "schedule" else {}),
+            },
+        )
+        for checker, conditions in CONDITIONS.items()
+    )
+)
+RULE_KEYS = {
+    "name": rule_names | texts,
+    "trigger_event": st.sampled_from([*CONDITIONS, "cron"]) | texts,
+    "conditions": st.one_of(*CONDITIONS.values()) | objects(),
+    "action_config": templates | proposals | objects(),
+    "cooldown_minutes": limits,
+    "skip_probability": st.floats(allow_nan=False, allow_infinity=False) | json_values,
+    "jitter_minutes": limits,
+    "enabled": st.booleans(),
+}
+trigger_rules = near(valid_rules, RULE_KEYS)
+rule_calls = st.fixed_dictionaries({"rule": trigger_rules.map(as_jsonb), "updated_by": agent_ids})
+switch_calls = st.fixed_dictionaries({"name": rule_names, "enabled": st.booleans(), "updated_by": agent_ids})
+preview_calls = st.fixed_dictionaries({"name": rule_names}) | st.fixed_dictionaries(
+    {"rule": trigger_rules.map(as_jsonb)}
+)
+
 # JSON arguments by name; any other jsonb argument gets arbitrary JSON.
-JSON_ARGUMENTS: dict[str, st.SearchStrategy[Any]] = {"proposal": proposals, "event": events, "value": policy_values}
+JSON_ARGUMENTS: dict[str, st.SearchStrategy[Any]] = {
+    "proposal": proposals, "event": events, "value": policy_values, "rule": trigger_rules,
+}  # fmt: skip
 # Whole argument sets for RPCs whose arguments only make sense together.
-WHOLE_CALLS: dict[str, st.SearchStrategy[dict[str, Any]]] = {"ops_set_policy": policy_pairs}
+WHOLE_CALLS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "ops_set_policy": policy_pairs, "ops_set_trigger_rule": rule_calls, "ops_set_trigger_enabled": switch_calls,
+    "ops_get_trigger_rule": st.fixed_dictionaries({"name": rule_names}), "ops_preview_trigger_rule": preview_calls,
+}  # fmt: skip
 INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 
 
@@ -235,6 +348,20 @@ def seed_rows(url: str) -> None:
             ' else \'[{"kind": "crawl"}, {"kind": "analyze"}]\'::jsonb end)) from generate_series(1, 20) g'
         )
         conn.execute("select public.ops_claim_next_step('fuzz-worker', null, 5)")
+        # A custom checker function, and a rule that uses it, for the trigger-rule RPCs to reach.
+        conn.execute(
+            f"create function {CUSTOM_FUNCTION}(rule jsonb) returns jsonb language plpgsql as $$ begin"
+            " if rule -> 'conditions' ->> 'mode' = 'raise' then raise exception 'custom check failed'; end if;"
+            " if rule -> 'conditions' ->> 'mode' = 'null' then return null; end if;"
+            " return jsonb_build_object('agent_id', 'fuzz', 'title', 'custom',"
+            " 'steps', jsonb_build_array(jsonb_build_object('kind', 'noop')));"
+            " end $$"
+        )
+        conn.execute(f"grant execute on function {CUSTOM_FUNCTION}(jsonb) to service_role")
+        conn.execute(
+            "select public.ops_set_trigger_rule(jsonb_build_object('name', 'fuzz-custom', 'trigger_event', 'custom',"
+            f" 'conditions', jsonb_build_object('function', '{CUSTOM_FUNCTION}'), 'enabled', true), 'fuzz')"
+        )
 
 
 def fuzz(rpc: Rpc, conn: psycopg.Connection, examples: int, derandomize: bool, tally: dict[str, int]) -> None:
