@@ -203,6 +203,17 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.policies()
         ops.action_runs("heartbeat")
         ops.preview_gates(other.proposal_id)
+        ops.worker_heartbeat("w", host="h", kinds=["crawl"], concurrency=1, version="0.2.0")
+        ops.workers()
+        ops.sign_off("w")
+        ops.metrics()
+        ops.metrics_history(1)
+        sink = {"name": "hook", "url_env": "HOOK", "types": ["tweet:posted"]}
+        ops.set_policy("notifications", {"enabled": True, "sinks": [sink]}, "alice")
+        ops.emit_event("tweet:posted", "twitter-alt")
+        [note] = ops.claim_notifications("deliverer")
+        ops.report_notification(note.id, note.attempt, True, http_status=200)
+        ops.notifications(status="sent")
         ops.trigger_rules()
         rule = ops.trigger_rule("mission_failed").definition()
         ops.set_trigger_rule({**rule, "cooldown_minutes": 30}, "alice")
@@ -243,6 +254,14 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_list_policy": {},
     "ops_list_action_runs": {"action": "heartbeat"},
     "ops_preview_gates": {"proposal_id": 1},
+    "ops_worker_heartbeat": {"worker": {"worker_id": "w"}},
+    "ops_worker_sign_off": {"worker_id": "w"},
+    "ops_list_workers": {},
+    "ops_metrics": {},
+    "ops_metrics_history": {"hours": 1},
+    "ops_claim_notifications": {"deliverer": "d"},
+    "ops_report_notification": {"id": 1, "attempt": 1, "delivered": True},
+    "ops_list_notifications": {},
     "ops_list_trigger_rules": {},
     "ops_get_trigger_rule": {"name": "mission_failed"},
     "ops_set_trigger_rule": {
