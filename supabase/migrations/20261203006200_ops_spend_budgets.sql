@@ -148,7 +148,7 @@ begin
                       + tokens_out * (price ->> 'output_per_million')::numeric) / 1000000, 0);
   end if;
   return pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-    'tokens_in', tokens_in, 'tokens_out', tokens_out, 'cost_usd', pg_catalog.round(cost, 8), 'model', model));
+    'tokens_in', tokens_in, 'tokens_out', tokens_out, 'cost_usd', pg_catalog.trim_scale(pg_catalog.round(cost, 8)), 'model', model));
 end;
 $$;
 
@@ -174,7 +174,7 @@ language sql
 immutable
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce(usd >= b.usd, false) or coalesce(tokens >= b.tokens, false)
+  select coalesce(budget_exhausted.usd >= b.usd, false) or coalesce(budget_exhausted.tokens >= b.tokens, false)
     from ops_internal.agent_budget(budgets, agent_id) as b;
 $$;
 
@@ -202,7 +202,7 @@ as $$
 declare
   budgets jsonb := ops_internal.policy('budgets');
   agent text := (select m.agent_id from public.ops_missions m where m.id = step.mission_id);
-  day date := (pg_catalog.now() at time zone 'UTC')::date;
+  today date := (pg_catalog.now() at time zone 'UTC')::date;
   cost numeric := coalesce((usage ->> 'cost_usd')::numeric, 0);
   tokens bigint := coalesce((usage ->> 'tokens_in')::bigint, 0) + coalesce((usage ->> 'tokens_out')::bigint, 0);
   who text;
@@ -212,7 +212,7 @@ begin
   perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('agent-ops:spend', 0));
   foreach who in array array[agent, '*'] loop
     insert into public.ops_spend_daily as d (day, agent_id, tokens_in, tokens_out, cost_usd, steps)
-    values (day, who, coalesce((usage ->> 'tokens_in')::bigint, 0), coalesce((usage ->> 'tokens_out')::bigint, 0),
+    values (today, who, coalesce((usage ->> 'tokens_in')::bigint, 0), coalesce((usage ->> 'tokens_out')::bigint, 0),
             cost, 1)
     on conflict (day, agent_id) do update
        set tokens_in = d.tokens_in + excluded.tokens_in, tokens_out = d.tokens_out + excluded.tokens_out,
@@ -226,7 +226,7 @@ begin
     perform ops_internal.emit_event('budget:exhausted', case when who = '*' then 'system' else who end,
       case when who = '*' then 'Global daily budget exhausted' else 'Daily budget exhausted for ' || who end,
       pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
-        'agent_id', who, 'day', day, 'cost_usd', after.cost_usd, 'tokens', after.tokens_in + after.tokens_out,
+        'agent_id', who, 'day', today, 'cost_usd', after.cost_usd, 'tokens', after.tokens_in + after.tokens_out,
         'limit_usd', limits.usd, 'limit_tokens', limits.tokens, 'crossed_by_step', step.id,
         'running', (select pg_catalog.count(*) from public.ops_mission_steps s
                       join public.ops_missions m on m.id = s.mission_id

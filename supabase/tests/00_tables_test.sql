@@ -6,7 +6,8 @@ select tables_are('public', array[
   'ops_mission_proposals', 'ops_missions', 'ops_mission_steps', 'ops_agent_events',
   'ops_policy', 'ops_agent_reactions', 'ops_trigger_rules', 'ops_action_runs', 'ops_workers',
   'ops_kind_breakers', 'ops_queue_stalls', 'ops_notifications', 'ops_notification_cursors',
-  'ops_metrics_minutely', 'ops_metrics_system_minutely', 'ops_metrics_totals', 'ops_metrics_state'
+  'ops_metrics_minutely', 'ops_metrics_system_minutely', 'ops_metrics_totals', 'ops_metrics_state',
+  'ops_kind_claims', 'ops_spend_daily'
 ], 'public holds exactly the ops tables');
 
 select has_pk('public', t, t || ' has a primary key')
@@ -24,7 +25,7 @@ select col_type_is('public', 'ops_mission_steps', 'depends_on', 'integer[]', 'st
 select columns_are('public', 'ops_mission_steps', array[
   'id', 'mission_id', 'position', 'kind', 'payload', 'depends_on', 'status', 'output', 'last_error', 'attempt',
   'max_attempts', 'priority', 'run_after', 'reserved_by', 'reserved_at', 'lease_renewed_at', 'lease_expires_at',
-  'deadline_at', 'started_at', 'finished_at', 'created_at'
+  'deadline_at', 'started_at', 'finished_at', 'created_at', 'usage'
 ], 'steps carry lease, attempt and timing columns');
 
 -- Status vocabularies, written once as CHECK constraints.

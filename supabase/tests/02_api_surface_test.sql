@@ -14,6 +14,8 @@ insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_
 -- Trigger rules through the API.
 insert into rpc values ('ops_set_trigger_rule'), ('ops_set_trigger_enabled'), ('ops_delete_trigger_rule');
 insert into reads values ('ops_list_trigger_rules'), ('ops_get_trigger_rule'), ('ops_preview_trigger_rule');
+-- Limits and spend.
+insert into reads values ('ops_list_spend');
 insert into reads values ('ops_list_proposals'), ('ops_list_missions'), ('ops_get_mission'), ('ops_list_steps'),
   ('ops_list_events'), ('ops_status'), ('ops_list_policy'), ('ops_list_action_runs'), ('ops_preview_gates'),
   ('ops_list_workers'), ('ops_list_notifications'), ('ops_metrics'), ('ops_metrics_history');

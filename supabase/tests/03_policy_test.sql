@@ -9,7 +9,7 @@ select lives_ok(format('select ops_internal.validate_policy(%L, %L::jsonb)', key
 select is(public.ops_get_policy('system') -> 'value', '{"enabled": true}'::jsonb, 'get returns the stored value');
 select is(public.ops_get_policy('worker:post_tweet') -> 'value', 'null'::jsonb, 'an unset per-kind flag reads as null');
 select throws_ok($$select public.ops_get_policy('nope')$$, 'PT400',
-  'key must be one of: alerts, auto_approve, daily_proposal_limit, gates, heartbeat, max_active_missions, notifications, reaction_matrix, retention, step_kind_gates, system, worker_policy, workers, worker:<kind>',
+  'key must be one of: alerts, auto_approve, budgets, content_policy, daily_proposal_limit, gates, heartbeat, max_active_missions, model_prices, notifications, reaction_matrix, retention, step_kind_gates, system, worker_policy, workers, x_autopost, x_daily_quota, worker:<kind>',
   'unknown keys are refused by name');
 
 select is(public.ops_set_policy('max_active_missions', '{"limit": 3}', 'alice') ->> 'updated_by', 'alice',
