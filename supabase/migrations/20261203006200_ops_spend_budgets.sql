@@ -200,7 +200,7 @@ volatile
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  budgets jsonb := ops_internal.policy('budgets');
+  budgets jsonb := (select p.value from public.ops_policy p where p.key = 'budgets');
   agent text := (select m.agent_id from public.ops_missions m where m.id = step.mission_id);
   today date := (pg_catalog.now() at time zone 'UTC')::date;
   cost numeric := coalesce((usage ->> 'cost_usd')::numeric, 0);
@@ -250,7 +250,7 @@ as $$
            coalesce(b.usd::text, 'no'), coalesce(b.tokens::text, 'no'))
     from public.ops_spend_daily d
    cross join lateral ops_internal.agent_budget(ops_internal.policy('budgets'), d.agent_id) as b
-   where ops_internal.policy('budgets') is not null
+   where exists (select 1 from public.ops_policy p where p.key = 'budgets')
      and d.day = (pg_catalog.now() at time zone 'UTC')::date and d.agent_id in (gate_budget.agent_id, '*')
      and ops_internal.budget_exhausted(ops_internal.policy('budgets'), d.agent_id, d.cost_usd,
                                        d.tokens_in + d.tokens_out)

@@ -10,7 +10,7 @@ stable
 set search_path = pg_catalog, pg_temp
 as $$
   select pg_catalog.jsonb_build_object(
-    'day', d.day, 'agent_id', d.agent_id, 'cost_usd', d.cost_usd, 'tokens_in', d.tokens_in,
+    'day', d.day, 'agent_id', d.agent_id, 'cost_usd', pg_catalog.trim_scale(d.cost_usd), 'tokens_in', d.tokens_in,
     'tokens_out', d.tokens_out, 'steps', d.steps, 'limit_usd', b.usd, 'limit_tokens', b.tokens,
     'exhausted', coalesce(ops_internal.budget_exhausted(budgets, d.agent_id, d.cost_usd, d.tokens_in + d.tokens_out),
                           false))
@@ -25,7 +25,7 @@ set search_path = pg_catalog, pg_temp
 as $$
   select pg_catalog.jsonb_build_object(
     'day', (pg_catalog.now() at time zone 'UTC')::date,
-    'budgets', ops_internal.policy('budgets'),
+    'budgets', (select p.value from public.ops_policy p where p.key = 'budgets'),
     'agents', coalesce(pg_catalog.jsonb_agg(ops_internal.spend_json(d, ops_internal.policy('budgets')) - 'day'
                                             order by d.agent_id = '*' desc, d.cost_usd desc, d.agent_id), '[]'::jsonb))
     from public.ops_spend_daily d
@@ -62,7 +62,7 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-  budgets jsonb := ops_internal.policy('budgets');
+  budgets jsonb := (select p.value from public.ops_policy p where p.key = 'budgets');
 begin
   if ops_list_spend.days is null or ops_list_spend.days not between 1 and 366 then
     perform ops_internal.invalid('days must be from 1 to 366');

@@ -26,9 +26,9 @@ select is((select array_agg((x ->> 'id')::bigint) from jsonb_array_elements(
   'after_id reads forward, oldest first');
 select throws_ok($$select public.ops_list_events(max_rows => 0)$$, 'PT400', 'max_rows must be from 1 to 1000', 'row cap is checked');
 select is(public.ops_status() - 'last_heartbeat' - 'recent_missions' - 'proposals' - 'missions' - 'workers' - 'alerts'
-    - 'heartbeat_age_seconds',
+    - 'heartbeat_age_seconds' - 'spend_today',
   '{"system_enabled": true, "queue": {"analyze": 1}, "running": {"worker-a": 1}, "reactions_queued": 0, "circuit_breakers": {},
-    "stalled": [], "breakers": {}}'::jsonb,
+    "stalled": [], "breakers": {}, "limits": {}}'::jsonb,
   'status: queue by kind, running per worker, breakers');
 select is(public.ops_status() -> 'proposals' -> 'pending', '1'::jsonb, 'status: pending proposals');
 
