@@ -1,7 +1,7 @@
 -- Spend budgets: usage on reports (checked, priced, stored per step, summed per agent and day), the budget
 -- gate, spending steps held at claim time, and one budget:exhausted per crossing.
 begin;
-select plan(24);
+select plan(27);
 
 -- Policies are checked.
 select throws_ok($$select public.ops_set_policy('model_prices', '{"gpt-x": {"input_per_million": -1, "output_per_million": 1}}', 't')$$,
@@ -20,6 +20,12 @@ select is(ops_internal.check_usage('{"cost_usd": 0.5, "model": "gpt-x", "tokens_
 select throws_ok($$select ops_internal.check_usage('{"tokens_in": -1}')$$, 'PT400',
   'usage.tokens_in must be from 0 to 1000000000', 'usage fields are checked, named');
 select throws_ok($$select ops_internal.check_usage('{"tokens": 1}')$$, 'PT400', null, 'unknown usage fields are refused');
+
+select is(ops_internal.add_usage('{"tokens_in": 1, "tokens_out": 2, "cost_usd": 0.5, "model": "a"}',
+  '{"tokens_in": 10, "tokens_out": 20, "cost_usd": 0.25, "model": "b"}'),
+  '{"tokens_in": 11, "tokens_out": 22, "cost_usd": 0.75, "model": "b"}'::jsonb, 'add_usage sums a step''s attempts');
+select is(ops_internal.spending_kinds('{}'), array['llm'], 'spending kinds default to llm');
+select is(ops_internal.spending_kinds('{"kinds": ["llm", "embed"]}'), array['llm', 'embed'], 'or the budgets policy''s list');
 
 -- Reports store usage per step and sum it per agent and day ('*' is everyone).
 select public.ops_set_policy('auto_approve', '{"enabled": true, "allowed_step_kinds": ["llm", "crawl"]}', 't');
