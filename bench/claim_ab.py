@@ -1,0 +1,97 @@
+"""Claim latency of this checkout's schema against an earlier revision's, interleaved (P5's method).
+
+`python -m bench.claim_ab --base REV` builds two databases: one from REV's migrations and seed (read with
+`git archive`, nothing is checked out) and one from this checkout's. Each holds 1,000 finished steps and 1,000
+queued single-step `noop` missions (an unlimited kind, no budgets: the path every claim took before fleet-wide
+limits existed). One client per database claims one step at a time with the worker's own `Ops.claim`, in rounds
+alternating between the two so drift on the machine falls on both alike; only the claim round trip is timed.
+The figure is this checkout's p50 over the base's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from agent_ops.client import Ops
+from agent_ops.config import Settings
+from agent_ops.migrations import apply_seed, migrate
+from bench.claim_latency import QUEUED, WARMUP, claim_and_complete
+from bench.common import percentile, progress, write_history
+from tests.kit.database import MIGRATIONS, QUOTA_KEYS, ROOT, SEED, scratch_database, set_policies
+
+ROUNDS = 10
+CLAIMS_PER_ROUND = 80
+
+
+def schema_at(revision: str, into: Path) -> tuple[Path, Path]:
+    """REV's supabase/migrations and seed.sql, extracted under `into`."""
+    archive = subprocess.run(
+        ["git", "archive", revision, "supabase/migrations", "supabase/seed.sql"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "supabase" / "migrations", into / "supabase" / "seed.sql"
+
+
+@contextmanager
+def claim_database(migrations: Path, seed: Path) -> Iterator[Ops]:
+    with scratch_database("bench_claim_ab") as url:
+        migrate(url, migrations)
+        apply_seed(url, seed)
+        set_policies(url, {"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}}, QUOTA_KEYS)
+        with psycopg.connect(url, autocommit=True) as conn:
+            write_history(conn, missions=1_000 // 3, events=0)
+            conn.execute(
+                "select public.ops_create_proposal(jsonb_build_object('agent_id', 'bench', 'title', 'claim ' || g,"
+                " 'steps', '[{\"kind\": \"noop\"}]'::jsonb)) from generate_series(1, %s) g",
+                (QUEUED,),
+            )
+            conn.execute(b"vacuum analyze")
+        with Ops(Settings.load(database_url=url, transport="direct", pool_size=1)) as ops:
+            claim_and_complete(ops, WARMUP)
+            yield ops
+
+
+def run(base: str) -> dict[str, object]:
+    base_ms: list[float] = []
+    head_ms: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base_migrations, base_seed = schema_at(base, Path(tmp))
+        with claim_database(base_migrations, base_seed) as before, claim_database(MIGRATIONS, SEED) as after:
+            for n in range(ROUNDS):
+                progress(f"claim A/B: round {n + 1}/{ROUNDS}")
+                base_ms += claim_and_complete(before, CLAIMS_PER_ROUND)
+                head_ms += claim_and_complete(after, CLAIMS_PER_ROUND)
+    result = {
+        "base": base,
+        "base_p50_ms": percentile(base_ms, 0.5) * 1000,
+        "head_p50_ms": percentile(head_ms, 0.5) * 1000,
+        "base_p95_ms": percentile(base_ms, 0.95) * 1000,
+        "head_p95_ms": percentile(head_ms, 0.95) * 1000,
+    }
+    result["ratio_p50"] = result["head_p50_ms"] / result["base_p50_ms"]
+    result["ratio_p95"] = result["head_p95_ms"] / result["base_p95_ms"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the git revision to compare against")
+    figures = run(parser.parse_args().base)
+    print(f"claim p50: {figures['head_p50_ms']:.2f} ms vs {figures['base_p50_ms']:.2f} ms at {figures['base']}"
+          f" (ratio {figures['ratio_p50']:.3f}); p95 {figures['head_p95_ms']:.2f} vs {figures['base_p95_ms']:.2f} ms"
+          f" ({figures['ratio_p95']:.3f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
