@@ -13,6 +13,8 @@ insert into rpc values ('ops_create_proposal'), ('ops_approve_proposal'), ('ops_
   ('ops_report_notification');
 -- Trigger rules through the API.
 insert into rpc values ('ops_set_trigger_rule'), ('ops_set_trigger_enabled'), ('ops_delete_trigger_rule');
+-- Batch reports.
+insert into rpc values ('ops_report_steps'), ('ops_report_and_claim');
 insert into reads values ('ops_list_trigger_rules'), ('ops_get_trigger_rule'), ('ops_preview_trigger_rule');
 -- Limits and spend.
 insert into reads values ('ops_list_spend');
