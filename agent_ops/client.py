@@ -2,7 +2,8 @@
 
 Retries (tenacity, on TransportError only) are limited to calls whose repeat is harmless:
 - reads;
-- step reports (complete, fail, extend) and finalize: fenced by attempt and idempotent in SQL;
+- step reports (complete, fail, extend) and finalize: fenced by attempt and idempotent in SQL (a repeated
+  report's usage counts once);
 - proposals: the client adds a dedupe key when the caller gives none, so a POST that committed but lost
   its response comes back as the same proposal (`duplicate: true`) instead of a second one.
 Never retried: claims (a lost claim response leaves its steps running under this worker until the lease
@@ -48,12 +49,14 @@ from agent_ops.models import (
     Proposal,
     ProposalResult,
     SignOff,
+    Spend,
     Status,
     Step,
     StepReport,
     TriggerPreview,
     TriggerRule,
     TriggerRuleChange,
+    Usage,
     Worker,
 )
 from agent_ops.transports import Transport, make_transport
@@ -72,6 +75,12 @@ def step(
     if depends_on is not None:
         spec["depends_on"] = list(depends_on)
     return spec
+
+
+def _add_usage(params: dict[str, Any], usage: Usage | Mapping[str, Any] | None) -> None:
+    """Sends `usage` only when there is one, so a report without it is the call it always was."""
+    if usage is not None:
+        params["usage"] = usage.to_json() if isinstance(usage, Usage) else dict(usage)
 
 
 class Ops:
@@ -177,14 +186,35 @@ class Ops:
         }
         return [ClaimedStep.from_json(s) for s in self.call("ops_claim_next_step", params)]
 
-    def complete(self, step_id: int, attempt: int, output: Any = None, *, retry: bool = True) -> StepReport:
-        """`retry=False` for callers that retry on their own schedule (the worker)."""
-        params = {"step_id": step_id, "attempt": attempt, "output": {} if output is None else output}
+    def complete(
+        self,
+        step_id: int,
+        attempt: int,
+        output: Any = None,
+        *,
+        usage: Usage | Mapping[str, Any] | None = None,
+        retry: bool = True,
+    ) -> StepReport:
+        """`usage` is what the attempt used (see `Usage`): stored on the step and added to today's spend.
+        `retry=False` for callers that retry on their own schedule (the worker)."""
+        params: dict[str, Any] = {"step_id": step_id, "attempt": attempt, "output": {} if output is None else output}
+        _add_usage(params, usage)
         return self._one(StepReport.from_json, "ops_complete_step", params, retry=retry)
 
-    def fail(self, step_id: int, attempt: int, error: str, retryable: bool = True, *, retry: bool = True) -> StepReport:
-        """`retry=False` for callers that retry on their own schedule (the worker)."""
-        params = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
+    def fail(
+        self,
+        step_id: int,
+        attempt: int,
+        error: str,
+        retryable: bool = True,
+        *,
+        usage: Usage | Mapping[str, Any] | None = None,
+        retry: bool = True,
+    ) -> StepReport:
+        """`usage` is what the failed attempt used (see `Usage`): a failure spends too.
+        `retry=False` for callers that retry on their own schedule (the worker)."""
+        params: dict[str, Any] = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
+        _add_usage(params, usage)
         return self._one(StepReport.from_json, "ops_fail_step", params, retry=retry)
 
     def extend_lease(
@@ -327,6 +357,10 @@ class Ops:
 
     def status(self) -> Status:
         return self._one(Status.from_json, "ops_status", {}, retry=True)
+
+    def spend(self, days: int = 7) -> Spend:
+        """Spend per UTC day and agent over the last `days` (1 to 366, today included), with policy `budgets`."""
+        return self._one(Spend.from_json, "ops_list_spend", {"days": days}, retry=True)
 
     def workers(self) -> list[Worker]:
         """Every worker the database knows, live ones first, with its kinds and the steps it runs now."""

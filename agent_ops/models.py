@@ -334,11 +334,132 @@ class MetricsHistory(_FromJson):
 
 
 @dataclass(frozen=True, slots=True)
+class Usage(_FromJson):
+    """What a step's attempt used, as `Ops.complete` / `Ops.fail` report it (ops_complete_step / ops_fail_step
+    `usage`); every field is optional. Without `cost_usd` the database prices the tokens from policy
+    `model_prices` by `model` (an unpriced model costs 0 USD and still counts its tokens). The database checks
+    the ranges (PT400 naming the field); this only refuses what can never be right (a wrong type, a negative).
+    """
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tokens_in", "tokens_out"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"usage.{name} must be an integer of at least 0, not {value!r}")
+        cost = self.cost_usd
+        if cost is not None and (
+            not isinstance(cost, (int, float)) or isinstance(cost, bool) or not 0 <= cost < float("inf")
+        ):
+            raise ValueError(f"usage.cost_usd must be a number of at least 0, not {cost!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ValueError(f"usage.model must be a non-empty string, not {self.model!r}")
+
+    def __add__(self, other: Usage) -> Usage:
+        """Two reports of one attempt together: tokens add up; the later model wins (as the database sums a step's
+        attempts); cost_usd is kept only when both give one, else it is left to the database to price."""
+
+        def plus(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else a + b
+
+        return Usage(
+            tokens_in=plus(self.tokens_in, other.tokens_in),
+            tokens_out=plus(self.tokens_out, other.tokens_out),
+            cost_usd=None if self.cost_usd is None or other.cost_usd is None else self.cost_usd + other.cost_usd,
+            model=other.model or self.model,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The `usage` document: the fields that are set."""
+        return {name: value for name in _USAGE_FIELDS if (value := getattr(self, name)) is not None}
+
+
+_USAGE_FIELDS = ("tokens_in", "tokens_out", "cost_usd", "model")
+# The agent_id of the spend rows that count every agent together (the global budget's).
+ALL_AGENTS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow(_FromJson):
+    """One agent's spend on one UTC day (`agent_id` '*': every agent together) with its daily limits (None: no
+    limit) and whether it reached one (`exhausted`: its spending steps are held and its proposals refused).
+    `day` is the ISO date; None in `ops_status().spend_today`, whose rows are all today."""
+
+    agent_id: str
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    steps: int = 0
+    limit_usd: float | None = None
+    limit_tokens: int | None = None
+    exhausted: bool = False
+    day: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        """What the token limits count: tokens in and out together."""
+        return self.tokens_in + self.tokens_out
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """`ops_list_spend(days)`: policy `budgets` (None: no budget) and the spend per UTC day and agent, newest
+    day first and, within a day, every agent together ('*') first."""
+
+    budgets: dict[str, Any] | None
+    days: list[SpendRow]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Spend:
+        return cls(budgets=data.get("budgets"), days=[SpendRow.from_json(d) for d in data.get("days") or []])
+
+
+@dataclass(frozen=True, slots=True)
+class SpendToday:
+    """`ops_status().spend_today`: today's spend per agent ('*' first), with policy `budgets`."""
+
+    day: str
+    budgets: dict[str, Any] | None
+    agents: list[SpendRow]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SpendToday:
+        return cls(
+            day=str(data["day"]),
+            budgets=data.get("budgets"),
+            agents=[SpendRow.from_json(a) for a in data.get("agents") or []],
+        )
+
+    @property
+    def exhausted(self) -> list[str]:
+        """The agents whose budget is exhausted today ('*': the global one)."""
+        return [a.agent_id for a in self.agents if a.exhausted]
+
+
+@dataclass(frozen=True, slots=True)
+class KindLimit(_FromJson):
+    """`ops_status().limits[kind]`: a step kind with fleet-wide limits (worker_policy.kinds.<kind>): steps running
+    now against `max_running`, hand-outs in the last minute against `per_minute` (each None when not set), and
+    the steps waiting."""
+
+    running: int = 0
+    queued: int = 0
+    max_running: int | None = None
+    last_minute: int | None = None
+    per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """The health screen: `ops_status()`.
 
     `alerts` is what `agent-ops status` exits non-zero on: {stalled_kinds, open_breakers, heartbeat_late,
-    queued_age_seconds, heartbeat_age_seconds} (the last two are the thresholds of policy `alerts`).
+    queued_age_seconds, heartbeat_age_seconds} (the last two are the thresholds of policy `alerts`). An exhausted
+    budget is shown (`spend_today`) but is not a problem: the budgets hold spending steps on purpose.
     """
 
     system_enabled: bool
@@ -357,6 +478,10 @@ class Status:
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
     heartbeat_age_seconds: float | None = None
     alerts: dict[str, Any] = field(default_factory=dict)
+    # Today's spend per agent with the budgets (None from a database without spend tracking).
+    spend_today: SpendToday | None = None
+    # The kinds with fleet-wide limits, by kind.
+    limits: dict[str, KindLimit] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[str]:
@@ -394,6 +519,8 @@ class Status:
             breakers=dict(data.get("breakers") or {}),
             heartbeat_age_seconds=data.get("heartbeat_age_seconds"),
             alerts=dict(data.get("alerts") or {}),
+            spend_today=SpendToday.from_json(data["spend_today"]) if data.get("spend_today") else None,
+            limits={k: KindLimit.from_json(v) for k, v in (data.get("limits") or {}).items()},
         )
 
 

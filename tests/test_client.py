@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from typing import Any
 
 import psycopg
 import pytest
 
 from agent_ops import Conflict, InvalidInput, NotFound, Ops, PermissionDenied, Secret, Settings, TransportError, step
-from agent_ops.models import ClaimedStep
+from agent_ops.models import ClaimedStep, KindLimit, SpendRow, Usage
+from agent_ops.transports import Poll, Transport
 from tests.kit.database import ROOT
 from tests.kit.settings import direct_settings, rest_settings, server_url
 from tests.postgrest_standin import StandIn
@@ -129,6 +131,110 @@ def test_reads_for_status_views(ops: Ops) -> None:
     assert (status.pending_proposals, status.running, status.system_enabled) == (1, {"worker-9": 1}, True)
 
 
+def test_usage_is_stored_on_the_step_summed_per_day_and_priced_from_model_prices(
+    ops: Ops, conn: psycopg.Connection
+) -> None:
+    ops.set_policy("model_prices", {"tiny-model": {"input_per_million": 3, "output_per_million": 15}}, "tester")
+    ops.set_policy("budgets", {"daily_usd": 5, "agent_daily_tokens": 1500}, "tester")
+    ops.propose("brain", "spends", [step("crawl"), step("analyze")])
+    first = ops.claim("w", kinds=["crawl"])[0]
+    spent = Usage(tokens_in=1000, tokens_out=200, model="tiny-model")  # no cost: priced from model_prices
+    assert ops.complete(first.id, first.attempt, {"pages": 1}, usage=spent).status == "succeeded"
+    assert ops.complete(first.id, first.attempt, {"pages": 1}, usage=spent).duplicate, "a repeat counts once"
+    second = ops.claim("w", kinds=["analyze"])[0]
+    priced = {"tokens_in": 500, "tokens_out": 100, "cost_usd": 0.25, "model": "other-model"}  # a mapping works too
+    assert ops.fail(second.id, second.attempt, "rate limited", usage=priced).status == "queued"
+
+    stored: dict[int, Any] = dict(conn.execute("select id, usage from ops_mission_steps order by id").fetchall())
+    assert stored == {
+        first.id: {"tokens_in": 1000, "tokens_out": 200, "cost_usd": 0.006, "model": "tiny-model"},
+        second.id: priced,
+    }
+    daily = conn.execute(
+        "select agent_id, tokens_in, tokens_out, cost_usd::text, steps from ops_spend_daily order by agent_id"
+    ).fetchall()
+    assert daily == [("*", 1500, 300, "0.25600000", 2), ("brain", 1500, 300, "0.25600000", 2)]
+
+    spend = ops.spend()
+    assert spend.budgets == {"daily_usd": 5, "agent_daily_tokens": 1500}
+    day = spend.days[0].day
+    assert day is not None
+    assert spend.days == [
+        SpendRow("*", 0.256, 1500, 300, 2, limit_usd=5, limit_tokens=None, exhausted=False, day=day),
+        SpendRow("brain", 0.256, 1500, 300, 2, limit_usd=None, limit_tokens=1500, exhausted=True, day=day),
+    ]
+    assert spend.days[1].tokens == 1800
+    [exhausted] = ops.events(type="budget:exhausted")
+    assert (exhausted.agent_id, exhausted.payload["crossed_by_step"]) == ("brain", second.id)
+    today = ops.status().spend_today
+    assert today is not None
+    assert (today.day, today.exhausted, [a.day for a in today.agents]) == (day, ["brain"], [None, None])
+    assert ops.spend(days=1).days == spend.days, "today only"
+
+
+def test_usage_and_days_the_database_refuses_name_the_field(ops: Ops, conn: psycopg.Connection) -> None:
+    ops.propose("brain", "refused", [step("crawl")])
+    claimed = ops.claim("w")[0]
+    with pytest.raises(InvalidInput) as bad_count:
+        ops.complete(claimed.id, claimed.attempt, usage={"tokens_in": -1})
+    assert bad_count.value.message == "usage.tokens_in must be from 0 to 1000000000"
+    with pytest.raises(InvalidInput) as bad_model:
+        ops.fail(claimed.id, claimed.attempt, "boom", usage=Usage(model="not a model"))
+    assert bad_model.value.message.startswith("usage.model must match ")
+    assert conn.execute("select status, usage from ops_mission_steps").fetchone() == ("running", None)
+    with pytest.raises(InvalidInput, match="days must be from 1 to 366"):
+        ops.spend(days=0)
+    with pytest.raises(ValueError, match=r"usage\.tokens_out must be an integer of at least 0"):
+        Usage(tokens_out=-5)
+
+
+class Recording:
+    """A transport that notes each call's parameters on their way to the real one."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.supports_listen = inner.supports_listen
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def call(self, function: str, params: Mapping[str, Any]) -> Any:
+        self.sent.append((function, dict(params)))
+        return self.inner.call(function, params)
+
+    def listening(self, channel: str) -> AbstractContextManager[Poll]:
+        return self.inner.listening(channel)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_reports_send_usage_only_when_there_is_some(ops: Ops) -> None:
+    recording = Recording(ops.transport)
+    client = Ops(ops.settings, transport=recording)
+    client.propose("brain", "two", [step("crawl"), step("analyze")])
+    first = client.claim("w", kinds=["crawl"])[0]
+    client.complete(first.id, first.attempt)
+    second = client.claim("w", kinds=["analyze"])[0]
+    client.fail(second.id, second.attempt, "boom", usage=Usage(tokens_out=7))
+    reports = {function: params for function, params in recording.sent if function.endswith("_step")}
+    assert "usage" not in reports["ops_complete_step"]
+    assert reports["ops_fail_step"]["usage"] == {"tokens_out": 7}
+
+
+def test_status_shows_the_kind_limits(ops: Ops) -> None:
+    policy = ops.get_policy("worker_policy").value
+    kinds = {"crawl": {"max_running": 2, "per_minute": 10}, "analyze": {"max_running": 0}}
+    ops.set_policy("worker_policy", {**policy, "kinds": kinds}, "tester")
+    for title in ("a", "b"):
+        ops.propose("brain", title, [step("crawl"), step("analyze")])
+    assert len(ops.claim("w", kinds=["crawl"])) == 1
+    limits = ops.status().limits
+    assert limits == {
+        "crawl": KindLimit(running=1, queued=1, max_running=2, last_minute=1, per_minute=10),
+        "analyze": KindLimit(running=0, queued=0, max_running=0),
+    }
+
+
 def test_errors_map_to_one_hierarchy(ops: Ops) -> None:
     with pytest.raises(InvalidInput) as invalid:
         ops.propose("brain", "x", [step("a"), step("b"), step("Bad-Kind")])
@@ -220,6 +326,7 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.set_trigger_enabled("mission_failed", True, "alice")
         ops.preview_trigger_rule("mission_failed")
         ops.delete_trigger_rule("mission_failed", "alice")
+        ops.spend(days=3)
     assert used <= set(standin.calls), f"not exercised: {sorted(used - set(standin.calls))}"
 
     with Ops(rest_settings(standin, role="anon")) as anon:
@@ -275,6 +382,7 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_set_trigger_enabled": {"name": "mission_failed", "enabled": True, "updated_by": "a"},
     "ops_delete_trigger_rule": {"name": "mission_failed", "updated_by": "a"},
     "ops_preview_trigger_rule": {"name": "mission_failed"},
+    "ops_list_spend": {"days": 7},
 }
 
 
