@@ -19,7 +19,15 @@ from tests.kit.settings import direct_settings
 from tests.kit.trickle import Trickle
 from vps_worker.builtin import builtin_executors, echo, emit_event, http_executor, llm_executor, noop, sleep
 from vps_worker.config import WorkerSettings
-from vps_worker.executors import PermanentError, RetryableError, StepContext, executor, registry, with_aliases
+from vps_worker.executors import (
+    PermanentError,
+    RetryableError,
+    StepContext,
+    Usage,
+    executor,
+    registry,
+    with_aliases,
+)
 
 
 def context(payload: dict[str, Any] | None = None, emit: Any = None, **overrides: Any) -> StepContext:
@@ -150,17 +158,18 @@ class Recorder(BaseHTTPRequestHandler):
                 self._reply(400, {"error": {"message": "nope"}})
                 return
             message = {"role": "assistant", "content": f"echo: {content}"}
-            self._reply(
-                200,
-                {
-                    "id": "c-1",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
-                },
-            )
+            reply = {
+                "id": "c-1",
+                "object": "chat.completion",
+                "created": 0,
+                # A dated snapshot of the model asked for, as OpenAI names "gpt-4o-mini" "gpt-4o-mini-2024-07-18".
+                "model": f"{body['model']}-2024-07-18" if content == "snapshot" else body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+            if content == "no usage":
+                del reply["usage"]
+            self._reply(200, reply)
             return
         status = {"/ok": 200, "/teapot": 418, "/busy": 503, "/slow": 200}.get(self.path.split("?")[0], 404)
         self._reply(status, {"path": self.path, "got": body})
@@ -233,22 +242,62 @@ def test_http_refuses_host_and_hop_by_hop_headers(peer: str, header: str) -> Non
 
 def test_llm_calls_an_openai_compatible_api(peer: str) -> None:
     llm = llm_executor(f"{peer}/v1", "sk-test", "tiny-model", timeout=5)
-    out = llm(context({"prompt": "hello", "system": "be brief"}))
+    ctx = context({"prompt": "hello", "system": "be brief"})
+    out = llm(ctx)
     assert out == {
         "text": "echo: hello",
         "finish_reason": "stop",
         "model": "tiny-model",
         "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
     }
+    assert ctx.usage == Usage(tokens_in=5, tokens_out=3, model="tiny-model"), "reported with the step, no cost"
     sent = Recorder.requests[-1]
     assert sent["body"]["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
     assert sent["auth"] == "Bearer sk-test"
+    limited, refused, empty = context({"prompt": "rate limit me"}), context({"prompt": "bad request"}), context({})
     with pytest.raises(RetryableError):
-        llm(context({"prompt": "rate limit me"}))
+        llm(limited)
     with pytest.raises(PermanentError, match="HTTP 400"):
-        llm(context({"prompt": "bad request"}))
+        llm(refused)
     with pytest.raises(PermanentError, match=r"payload\.prompt"):
-        llm(context({}))
+        llm(empty)
+    assert [c.usage for c in (limited, refused, empty)] == [None, None, None], "no reply, no usage"
+
+
+def test_llm_usage_names_the_model_asked_for_the_one_model_prices_is_keyed_by(peer: str) -> None:
+    llm = llm_executor(f"{peer}/v1", "sk-test", "tiny-model", timeout=5)
+    ctx = context({"prompt": "snapshot", "model": "gpt-4o-mini"})
+    assert llm(ctx)["model"] == "gpt-4o-mini-2024-07-18", "the reply's own name stays in the output"
+    assert ctx.usage == Usage(tokens_in=5, tokens_out=3, model="gpt-4o-mini")
+    llm(ctx)  # a second call in the same attempt adds up
+    assert ctx.usage == Usage(tokens_in=10, tokens_out=6, model="gpt-4o-mini")
+    quiet = context({"prompt": "no usage"})
+    assert llm(quiet)["text"] == "echo: no usage"
+    assert quiet.usage is None, "a reply without usage reports none"
+
+
+def test_usage_adds_up_across_calls_and_refuses_what_can_never_be_right() -> None:
+    ctx = context()
+    assert ctx.usage is None
+    ctx.add_usage(tokens_in=10, tokens_out=2, cost_usd=0.5, model="a")
+    total = ctx.add_usage(tokens_in=5, cost_usd=0.25, model="b")
+    assert total == ctx.usage == Usage(tokens_in=15, tokens_out=2, cost_usd=0.75, model="b")
+    ctx.add_usage(tokens_out=1)  # a call without a cost: the database prices all the tokens instead
+    assert ctx.usage == Usage(tokens_in=15, tokens_out=3, cost_usd=None, model="b")
+    assert ctx.usage.to_json() == {"tokens_in": 15, "tokens_out": 3, "model": "b"}
+    bad: list[dict[str, Any]] = [
+        {"tokens_in": -1},
+        {"tokens_out": 1.5},
+        {"tokens_in": True},
+        {"cost_usd": float("nan")},
+        {"cost_usd": -0.1},
+        {"cost_usd": "0.1"},
+        {"model": ""},
+    ]
+    for fields in bad:
+        with pytest.raises(ValueError, match=f"usage\\.{next(iter(fields))} must be"):
+            ctx.add_usage(**fields)
+    assert ctx.usage == Usage(tokens_in=15, tokens_out=3, model="b"), "a refused call adds nothing"
 
 
 @pytest.mark.parametrize("path", ["/headers", "/body"])

@@ -5,11 +5,14 @@ tests/test_worker_limits.py; outages: tests/test_worker_outages.py."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,12 +21,15 @@ from psycopg import sql
 from agent_ops import Ops, step
 from tests.deep_json import plant
 from tests.kit.children import CheckoutProcesses, wait_until
-from tests.kit.database import migrate_and_seed, scalar, scratch_server, set_policies
+from tests.kit.database import migrate_and_seed, row, scalar, scratch_server, set_policies
 from tests.kit.settings import direct_settings
 from tests.kit.workload import exactly_once, restart_mid_run
-from vps_worker.worker import NOTIFY_MIN_INTERVAL
+from tests.test_executors import QuietServer, Recorder
+from vps_worker.config import WorkerSettings
+from vps_worker.executors import PermanentError, RetryableError, StepContext
+from vps_worker.worker import NOTIFY_MIN_INTERVAL, Worker
 
-TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge", "leaky", "hung", "http"]
+TEST_KINDS = ["alpha", "beta", "gamma", "slow", "broken", "exits", "nul", "nan", "huge", "leaky", "hung", "http", "llm"]
 
 
 def prepare(url: str) -> None:
@@ -319,6 +325,96 @@ def test_errors_and_outputs_are_reported_without_the_worker_s_secrets(
     assert "LLM_API_KEY=********" in events, "the step:failed event carries the redacted error"
     for secret in (key, ":pw@"):
         assert secret not in error + json.dumps(output) + events
+
+
+@pytest.fixture
+def openai_peer() -> Iterator[str]:
+    """The OpenAI-compatible peer of tests/test_executors.py: replies with prompt_tokens 5, completion_tokens 3."""
+    server = QuietServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    Recorder.requests = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_llm_executor_s_usage_reaches_the_step_and_the_day_s_spend_priced_from_model_prices(
+    workers: Workers, ops: Ops, conn: psycopg.Connection, openai_peer: str
+) -> None:
+    ops.set_policy("model_prices", {"tiny-model": {"input_per_million": 1000, "output_per_million": 2000}}, "test")
+    mission = ops.propose("brain", "ask", [step("llm", {"prompt": "hello"})]).mission_id
+    workers.spawn("worker-llm", "--kinds", "llm", env={"LLM_BASE_URL": f"{openai_peer}/v1", "LLM_MODEL": "tiny-model"})
+    wait_until(lambda: scalar(conn, "select status from ops_missions") == "succeeded", 20, "the llm step")
+    output, usage = row(conn, "select output, usage from ops_mission_steps where mission_id = %s", (mission,))
+    assert output["text"] == "echo: hello"
+    # No cost from the worker: the database priced 5 tokens in at 1000 and 3 out at 2000 USD per million.
+    assert usage == {"tokens_in": 5, "tokens_out": 3, "cost_usd": 0.011, "model": "tiny-model"}
+    spent = conn.execute(
+        "select agent_id, tokens_in, tokens_out, cost_usd::text, steps from ops_spend_daily order by 1"
+    )
+    assert spent.fetchall() == [("*", 5, 3, "0.01100000", 1), ("brain", 5, 3, "0.01100000", 1)]
+
+
+def spends_then_fails(ctx: StepContext) -> None:
+    ctx.add_usage(tokens_in=100, tokens_out=10, cost_usd=0.5, model="big-model")
+    raise PermanentError("the reply was unusable")
+
+
+def spends_then_hangs(ctx: StepContext) -> None:
+    ctx.add_usage(tokens_in=7, model="big-model")
+    ctx.cancelled.wait(30)  # until the deadline cancels it
+    raise RetryableError("cancelled")
+
+
+def spends_out_of_range(ctx: StepContext) -> dict[str, Any]:
+    ctx.add_usage(tokens_in=2_000_000_000)  # past what the database accepts (1,000,000,000)
+    return {"done": True}
+
+
+def test_usage_goes_with_failures_and_timeouts_and_refused_usage_never_costs_the_result(
+    db_url: str, ops: Ops, conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In-process, with executors of this test: what an attempt reported spending is sent with its failure, and
+    with its timeout report; usage the database refuses is dropped (logged), the result is not."""
+    prepare(db_url)
+    policy = {
+        "lease_seconds": 30,
+        "max_attempts": 1,
+        "backoff_base_seconds": 0,
+        "kinds": {"beta": {"timeout_seconds": 1}},
+    }
+    ops.set_policy("worker_policy", policy, "test")
+    for kind in ("alpha", "beta", "gamma"):
+        ops.propose("brain", kind, [step(kind)])
+    executors = {"alpha": spends_then_fails, "beta": spends_then_hangs, "gamma": spends_out_of_range}
+    settings = WorkerSettings(
+        worker_id="worker-usage", concurrency=3, poll_min=0.1, poll_max=0.3, listen=False, grace_seconds=1
+    )
+    caplog.set_level(logging.INFO, logger="vps_worker")
+    with Ops(direct_settings(db_url, pool_size=4)) as worker_ops:
+        worker = Worker(worker_ops, settings, executors)
+        running = threading.Thread(target=worker.run, daemon=True)
+        running.start()
+        try:
+            wait_until(
+                lambda: scalar(conn, "select count(*) from ops_missions where finalized_at is not null") == 3, 30, "3"
+            )
+        finally:
+            worker.request_stop()
+            running.join(15)
+    assert not running.is_alive()
+    found = conn.execute("select kind, status, last_error, output, usage from ops_mission_steps order by kind")
+    assert found.fetchall() == [
+        ("alpha", "failed", "the reply was unusable", None,
+         {"tokens_in": 100, "tokens_out": 10, "cost_usd": 0.5, "model": "big-model"}),
+        ("beta", "failed", "timed out after 1 s", None,
+         {"tokens_in": 7, "tokens_out": 0, "cost_usd": 0, "model": "big-model"}),
+        ("gamma", "succeeded", None, {"done": True}, None),
+    ]  # fmt: skip
+    refused = [r for r in caplog.records if r.getMessage().startswith("usage refused by the database")]
+    assert [r.fields["reason"] for r in refused] == ["usage.tokens_in must be from 0 to 1000000000"]  # type: ignore[attr-defined]
+    assert scalar(conn, "select steps from ops_spend_daily where agent_id = 'brain'") == 2
 
 
 def test_sigterm_during_a_long_idle_poll_stops_at_once(workers: Workers) -> None:

@@ -174,6 +174,12 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
 
     Payload: {prompt | messages, system?, model?, temperature?, max_tokens?}. Output: the text and token usage.
     A call ends by the smaller of `timeout` and the step's time left, however slowly the server answers.
+
+    The reply's `usage` is reported with the step (`ctx.add_usage`): prompt_tokens as tokens_in,
+    completion_tokens as tokens_out, and the model asked for (payload.model, else `default_model`), the name
+    policy `model_prices` is keyed by; the reply's own model name (often a dated snapshot) is in the output. No
+    cost is computed here: the database prices the tokens from `model_prices`. A reply without usage reports
+    none.
     """
     import openai  # noqa: PLC0415 - an optional extra
 
@@ -198,10 +204,11 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
         limit = min(timeout, ctx.time_left())
         if limit <= 0:
             raise RetryableError("LLM call: no time left before the step's deadline")
+        model = str(spec.get("model") or default_model)
         with RequestDeadline(limit, ctx.cancelled) as deadline:
             try:
                 reply = client.with_options(timeout=limit).chat.completions.create(
-                    model=str(spec.get("model") or default_model), messages=messages, **options
+                    model=model, messages=messages, **options
                 )
             except (
                 openai.RateLimitError,
@@ -218,6 +225,10 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
                 raise PermanentError(f"LLM call refused: HTTP {error.status_code}") from None
         choice = reply.choices[0]
         usage = reply.usage
+        if usage is not None:
+            ctx.add_usage(
+                tokens_in=_count(usage.prompt_tokens), tokens_out=_count(usage.completion_tokens), model=model
+            )
         return {
             "text": choice.message.content,
             "finish_reason": choice.finish_reason,
@@ -230,6 +241,13 @@ def llm_executor(base_url: str | None, api_key: str | None, default_model: str, 
         }
 
     return llm
+
+
+def _count(value: Any) -> int | None:
+    """A token count from a reply (OpenAI-compatible servers differ): a whole number of at least 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def builtin_executors(settings: WorkerSettings) -> dict[str, Executor]:

@@ -12,6 +12,23 @@ An executor gets a `StepContext` and returns JSON-serialisable output. `Retryabl
 attempt (with backoff), `PermanentError` fails the step for good; any other exception counts as retryable.
 Executors come from `@executor`, from the entry point group `agent_ops.executors`, and from
 `--executors module` imports. A kind with no executor is never claimed by that worker.
+
+Usage (tokens, cost, model) is reported through the context, as it is spent:
+
+    @executor("summarise")
+    def summarise(ctx):
+        reply = call_the_model(ctx.payload["text"])
+        ctx.add_usage(tokens_in=reply.prompt_tokens, tokens_out=reply.completion_tokens, model="gpt-4o-mini")
+        if not reply.text:
+            raise RetryableError("empty reply")  # the tokens were spent all the same: reported with the failure
+        return {"summary": reply.text}
+
+The worker sends what the attempt added up (`ctx.usage`) with its report, whatever the outcome: completed,
+failed, or timed out at its deadline (what was added until then); the database stores it on the step and adds
+it to the agent's spend for the day (policy `budgets`). Leave `cost_usd` out to have the database price the
+tokens from policy `model_prices` by `model`. Calls add up (tokens summed, the last model kept; see
+`agent_ops.models.Usage`). Usage the database refuses (a field out of range) is logged and the report goes
+without it. An executor that reports nothing reports no usage.
 """
 
 from __future__ import annotations
@@ -25,6 +42,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_ops import plugins
+from agent_ops.models import Usage
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Executor",
+    "PermanentError",
+    "RetryableError",
+    "StepContext",
+    "Usage",
+    "clear",
+    "executor",
+    "load_executors",
+    "registry",
+    "with_aliases",
+]
 
 ENTRY_POINT_GROUP = "agent_ops.executors"
 
@@ -58,6 +90,23 @@ class StepContext:
     timeout_seconds: float | None = None  # how long this attempt may run in all
     # The deadline on this machine's time.monotonic() clock (set by the worker), immune to clock skew.
     ends_at: float | None = field(default=None, repr=False)
+    # What this attempt used so far (`add_usage`); reported with its result.
+    usage: Usage | None = None
+
+    def add_usage(
+        self,
+        *,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cost_usd: float | None = None,
+        model: str | None = None,
+    ) -> Usage:
+        """Count what a call used towards this attempt's usage (see the module's docstring); returns the total.
+        Without `cost_usd` the database prices the tokens from policy `model_prices` by `model`. A wrong type or
+        a negative number raises ValueError."""
+        spent = Usage(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost_usd, model=model)
+        self.usage = spent if self.usage is None else self.usage + spent
+        return self.usage
 
     def time_left(self) -> float:
         """Seconds until the deadline (0 once it has passed): bound every wait and request by it."""

@@ -4,7 +4,8 @@
   worker_policy timeout_seconds after the claim, counted on this machine's monotonic clock from the moment
   the claim was sent, so never later than the database's) is timed out: cancelled (ctx.cancelled), abandoned
   at once (its slot frees) and reported failed, retryable, 'timed out after N s' - the words stale recovery
-  uses, so the step reads the same whichever gets there first. Its lease is not extended past the deadline.
+  uses, so the step reads the same whichever gets there first, with the usage its executor added until then.
+  Its lease is not extended past the deadline.
 - **Lease.** Otherwise its lease is extended every third of its length. When the database says the lease is
   lost (PT409: the mission was cancelled, the step recovered or claimed again) the run is cancelled, and
   abandoned if its executor has not returned CANCEL_GRACE seconds later. An extension that cannot reach the
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from agent_ops.client import Ops
 from agent_ops.errors import Conflict, NotFound, OpsError, TransportError
 from vps_worker.outage import BACKOFF_MAX, Outage
-from vps_worker.runs import CANCEL_GRACE, Run, Runs
+from vps_worker.runs import CANCEL_GRACE, Run, Runs, with_usage
 
 log = logging.getLogger("vps_worker")
 
@@ -106,9 +107,14 @@ class LeaseKeeper(threading.Thread):
     def _report_timeout(self, run: Run) -> None:
         step = run.step
         message = timeout_message(run)
+        usage = run.context.usage  # what the executor reported spending before it ran out of time
 
         def send() -> str:
-            return self._ops.fail(step.id, step.attempt, message, retryable=True, retry=False).status
+            return with_usage(
+                lambda spent: self._ops.fail(step.id, step.attempt, message, retryable=True, usage=spent, retry=False),
+                usage,
+                step.id,
+            ).status
 
         try:
             self._outage.call(

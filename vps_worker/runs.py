@@ -11,17 +11,26 @@ it returns is discarded. Abandoned runs still running CANCEL_GRACE seconds after
 
 Runs are keyed by (step id, attempt): a step recovered and claimed again by this same worker is a new run,
 and the old run can neither report nor free the new one's slot.
+
+A run's report carries the usage its executor added (`ctx.add_usage`): `with_usage` sends it, and sends the
+report again without it when the database refuses the usage, so an outcome is never lost over its usage.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from agent_ops.models import ClaimedStep
+from agent_ops.errors import InvalidInput
+from agent_ops.models import ClaimedStep, Usage
 from vps_worker.executors import StepContext
 
+log = logging.getLogger("vps_worker")
+T = TypeVar("T")
 RunKey = tuple[int, int]  # (step id, attempt)
 # How long a cancelled executor gets to return before its run is abandoned (and, still running, counts as hung).
 CANCEL_GRACE = 3.0
@@ -132,3 +141,18 @@ class Runs:
     def abandoned(self) -> int:
         with self._lock:
             return len(self._abandoned)
+
+
+def with_usage(report: Callable[[Usage | None], T], usage: Usage | None, step_id: int) -> T:
+    """`report(usage)`. Usage the database refuses (PT400 naming `usage...`, e.g. a count out of range) is an
+    executor's bug, not the step's outcome: logged, and the report is sent again without it."""
+    try:
+        return report(usage)
+    except InvalidInput as refused:
+        if usage is None or not refused.message.startswith("usage"):
+            raise
+        log.error(
+            "usage refused by the database; the result is reported without it",
+            extra={"fields": {"step_id": step_id, "reason": refused.message, "usage": usage.to_json()}},
+        )
+        return report(None)

@@ -17,6 +17,8 @@
 - A step whose payload or inputs are nested too deeply to decode fails for good at once; the steps claimed
   with it run as usual.
 - Errors and outputs are redacted (vps_worker.redact) before they are reported: they are shown to people.
+- What an executor spent (`ctx.add_usage`: tokens, cost, model) goes with its report, completed or failed, and
+  with the timeout report of an attempt that ran out of time (vps_worker.executors).
 - Database calls go through outage.py: retried with a short capped backoff, logged once per outage, and the
   reports that piled up go out the moment the database is back; no error stops the loop.
 - Presence (presence.py): a heartbeat at start and whenever claims have not refreshed it for a while,
@@ -43,7 +45,7 @@ from typing import Any
 from agent_ops import jsonsafe
 from agent_ops.client import Ops
 from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError, TransportError
-from agent_ops.models import ClaimedStep
+from agent_ops.models import ClaimedStep, StepReport
 from vps_worker.builtin import json_output
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
@@ -51,7 +53,7 @@ from vps_worker.leases import LeaseKeeper
 from vps_worker.outage import Outage
 from vps_worker.presence import Presence
 from vps_worker.redact import Redactor
-from vps_worker.runs import Run, Runs
+from vps_worker.runs import Run, Runs, with_usage
 from vps_worker.wakeups import NOTIFY_MIN_INTERVAL, Listener, Waker
 
 __all__ = ["EXIT_ABANDONED", "EXIT_STOPPED", "NOTIFY_MIN_INTERVAL", "Worker"]
@@ -361,15 +363,27 @@ class Worker:
         if error is not None:
             error = error.replace("\x00", "\\0")  # Postgres text cannot hold NUL
 
+        usage = run.context.usage  # what the executor spent, reported whatever the outcome
+
+        def fail(message: str, retryable: bool) -> StepReport:
+            return with_usage(
+                lambda spent: self.ops.fail(step.id, step.attempt, message, retryable, usage=spent, retry=False),
+                usage,
+                step.id,
+            )
+
         def send() -> str:
             if error is None:
                 try:
-                    return self.ops.complete(step.id, step.attempt, output, retry=False).status
+                    return with_usage(
+                        lambda spent: self.ops.complete(step.id, step.attempt, output, usage=spent, retry=False),
+                        usage,
+                        step.id,
+                    ).status
                 except InvalidInput as refused:
                     # The database refused the output (too large, NUL, ...): a permanent failure, not a hang.
-                    message = f"output rejected: {refused.message}"
-                    return self.ops.fail(step.id, step.attempt, message, retryable=False, retry=False).status
-            report = self.ops.fail(step.id, step.attempt, error, retryable=retryable, retry=False)
+                    return fail(f"output rejected: {refused.message}", False).status
+            report = fail(error, retryable)
             return "retrying" if report.status == "queued" else report.status
 
         with run.lock:
