@@ -13,9 +13,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from agent_ops import Ops, step
+from agent_ops.models import Usage
 from tests.kit.children import agent_ops
 from tests.kit.children import environment as kit_environment
 from tests.kit.database import ROOT
+from tests.kit.settings import direct_settings
 
 COMMANDS = [
     [],
@@ -32,6 +35,7 @@ COMMANDS = [
     ["cancel"],
     ["status"],
     ["workers"],
+    ["spend"],
     ["proposals"],
     ["missions"],
     ["steps"],
@@ -333,3 +337,97 @@ def test_workers_lists_live_workers_their_kinds_steps_and_last_seen(db_url: str,
     status = cli("status", db_url=db_url)
     line = rf"^workers live       vps-1 \(crawl\): 1 running \(#{step_id[0]} crawl\), seen \d+ s ago$"
     assert re.search(line, status.stdout, re.M), status.stdout
+
+
+def spending_day(db_url: str) -> str:
+    """brain spends 0.75 USD (over its 0.5 budget) on a crawl; growth 120 tokens on an analyze and runs a crawl,
+    which is at its max_running of 1 with another crawl waiting. Returns today's UTC date."""
+    with Ops(direct_settings(db_url)) as ops:
+        ops.set_policy("budgets", {"daily_usd": 10, "agent_daily_usd": 0.5}, "test")
+        policy = ops.get_policy("worker_policy").value
+        ops.set_policy("worker_policy", {**policy, "kinds": {"crawl": {"max_running": 1, "per_minute": 5}}}, "test")
+        ops.propose("brain", "crawl", [step("crawl")])
+        ops.propose("growth", "analyze", [step("analyze")])
+        for n in range(2):
+            ops.propose("growth", f"crawl {n}", [step("crawl")])
+        [crawl] = ops.claim("w", ["crawl"], max_steps=5)
+        ops.complete(crawl.id, crawl.attempt, usage=Usage(cost_usd=0.75, model="big-model"))
+        [analyze] = ops.claim("w", ["analyze"])
+        ops.complete(analyze.id, analyze.attempt, usage=Usage(tokens_in=100, tokens_out=20))
+        assert len(ops.claim("w", ["crawl"], max_steps=5)) == 1, "max_running 1"
+        today = ops.status().spend_today
+        assert today is not None
+        return today.day
+
+
+def words(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()]
+
+
+def test_spend_shows_each_agent_s_day_against_its_budget_for_people_and_scripts(db_url: str) -> None:
+    day = spending_day(db_url)
+    table = cli("spend", db_url=db_url)
+    assert table.returncode == 0, table.stderr
+    assert words(table.stdout) == [
+        ["budgets", '{"agent_daily_usd":', "0.5,", '"daily_usd":', "10}"],
+        ["DAY", "AGENT", "USD", "TOKENS", "IN", "OUT", "STEPS", "BUDGET"],
+        [day, "all", "agents", "0.75/10", "120", "100", "20", "2", "-"],
+        [day, "brain", "0.75/0.5", "0", "0", "0", "1", "EXHAUSTED"],
+        [day, "growth", "0/0.5", "120", "100", "20", "1", "-"],
+    ]
+    as_json = cli("spend", "--days", "1", "--json", db_url=db_url)
+    assert as_json.returncode == 0, as_json.stderr
+    body = json.loads(as_json.stdout)
+    assert body["budgets"] == {"daily_usd": 10, "agent_daily_usd": 0.5}
+    assert [(d["day"], d["agent_id"], d["cost_usd"], d["limit_usd"], d["exhausted"]) for d in body["days"]] == [
+        (day, "*", 0.75, 10, False),
+        (day, "brain", 0.75, 0.5, True),
+        (day, "growth", 0, 0.5, False),
+    ]
+    assert body["days"][2] == {
+        "agent_id": "growth",
+        "cost_usd": 0,
+        "tokens_in": 100,
+        "tokens_out": 20,
+        "steps": 1,
+        "limit_usd": 0.5,
+        "limit_tokens": None,
+        "exhausted": False,
+        "day": day,
+    }
+    refused = cli("spend", "--days", "0", db_url=db_url)
+    assert refused.returncode == 2
+    assert "days must be from 1 to 366" in refused.stderr
+
+
+def test_status_shows_the_kind_limits_and_today_s_spend_without_changing_its_exit_code(db_url: str) -> None:
+    day = spending_day(db_url)
+    assert cli("heartbeat", db_url=db_url).returncode == 0
+    status = cli("status", db_url=db_url)
+    assert status.returncode == 0, "an exhausted budget is shown, not alerted on"
+    assert status.stderr == ""
+    shown = words(status.stdout)
+    limits = shown.index(["kind", "limits", "(worker_policy.kinds)"])
+    assert shown[limits + 1 : limits + 3] == [
+        ["KIND", "RUNNING", "LAST", "MINUTE", "QUEUED"],
+        ["crawl", "1/1", "2/5", "1"],
+    ]
+    spend = shown.index(
+        ["spend", "today", f"({day}", "UTC;", "budgets", '{"agent_daily_usd":', "0.5,", '"daily_usd":', "10})"]
+    )
+    assert shown[spend + 1 : spend + 5] == [
+        ["AGENT", "USD", "TOKENS", "IN", "OUT", "STEPS", "BUDGET"],
+        ["all", "agents", "0.75/10", "120", "100", "20", "2", "-"],
+        ["brain", "0.75/0.5", "0", "0", "0", "1", "EXHAUSTED"],
+        ["growth", "0/0.5", "120", "100", "20", "1", "-"],
+    ]
+    as_json = cli("status", "--json", db_url=db_url)
+    assert as_json.returncode == 0
+    body = json.loads(as_json.stdout)
+    assert body["limits"] == {"crawl": {"running": 1, "queued": 1, "max_running": 1, "last_minute": 2, "per_minute": 5}}
+    assert body["spend_today"]["day"] == day
+    assert [(a["agent_id"], a["exhausted"]) for a in body["spend_today"]["agents"]] == [
+        ("*", False),
+        ("brain", True),
+        ("growth", False),
+    ]

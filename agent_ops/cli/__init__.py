@@ -28,7 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED = 0, 1, 2, 3, 4
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-ops",
-        description="Operate the agent-ops loop: local database, migrations, proposals, missions, heartbeat.",
+        description="Operate the agent-ops loop: local database, migrations, proposals, missions, spend, heartbeat.",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage/configuration/invalid input, 3 not running/not found, "
         "4 refused (conflict or rejected), 5 needs attention (status: a stalled queue or a late heartbeat). "
         "Every command has --help.",

@@ -1,13 +1,15 @@
-"""`agent-ops status | workers | proposals | missions | steps | events`: what the loop is doing.
+"""`agent-ops status | workers | spend | proposals | missions | steps | events`: what the loop is doing.
 
 `status` exits EXIT_ATTENTION (5) while something needs a person: a stalled queue (alerts.stalled_kinds) or a
 late heartbeat (alerts.heartbeat_late; policy `alerts` sets both thresholds), so a plain cron job or uptime
-check can alert on its exit code. It prints what it found either way.
+check can alert on its exit code. It prints what it found either way, including the fleet-wide kind limits and
+today's spend against the budgets; an exhausted budget is shown, not alerted on (it holds spending on purpose).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import UTC, datetime
@@ -16,11 +18,14 @@ from typing import Any
 from agent_ops.cli.context import connection_options, open_ops, print_fields, print_json, print_json_line, when
 from agent_ops.cli.output import note, print_table
 from agent_ops.models import (
+    ALL_AGENTS,
     MISSION_STATUSES,
     PROPOSAL_STATUSES,
     STEP_STATUSES,
     Event,
+    KindLimit,
     Mission,
+    SpendRow,
     Status,
     Step,
     Worker,
@@ -70,6 +75,53 @@ def _heartbeat_line(status: Status) -> str:
     )
 
 
+def usd(value: float | None) -> str | None:
+    """An amount of USD for people: up to 6 decimals, trailing zeros dropped (0.0042, 12.5, 0)."""
+    if value is None:
+        return None
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _of(used: Any, limit: Any) -> str:
+    """`used/limit`, or just `used` without a limit."""
+    return f"{used}/{limit}" if limit is not None else str(used)
+
+
+def limit_row(kind: str, limit: KindLimit) -> dict[str, Any]:
+    """One kind's fleet-wide limits: running against max_running, the last minute's hand-outs against per_minute
+    (None when per_minute is not set), and the steps waiting."""
+    return {
+        "kind": kind,
+        "running": _of(limit.running, limit.max_running),
+        "last minute": _of(limit.last_minute or 0, limit.per_minute) if limit.per_minute is not None else None,
+        "queued": limit.queued,
+    }
+
+
+LIMIT_COLUMNS = ["kind", "running", "last minute", "queued"]
+
+
+def spend_row(row: SpendRow) -> dict[str, Any]:
+    """One agent's spend for a day against its limits; EXHAUSTED once a limit is reached."""
+    return {
+        "day": row.day,
+        "agent": "all agents" if row.agent_id == ALL_AGENTS else row.agent_id,
+        "usd": _of(usd(row.cost_usd), usd(row.limit_usd)),
+        "tokens": _of(row.tokens, row.limit_tokens),
+        "in": row.tokens_in,
+        "out": row.tokens_out,
+        "steps": row.steps,
+        "budget": "EXHAUSTED" if row.exhausted else None,
+    }
+
+
+SPEND_COLUMNS = ["agent", "usd", "tokens", "in", "out", "steps", "budget"]
+
+
+def _budgets_line(budgets: dict[str, Any] | None) -> str:
+    return "budgets " + (json.dumps(budgets, sort_keys=True) if budgets else "none (policy budgets is not set)")
+
+
 def _status(args: argparse.Namespace) -> int:
     with open_ops(args) as ops:
         status = ops.status()
@@ -101,6 +153,12 @@ def _status(args: argparse.Namespace) -> int:
                 ("last heartbeat", _heartbeat_line(status)),
             ]
         )
+        sys.stdout.write("\nkind limits (worker_policy.kinds)\n")
+        print_table([limit_row(k, v) for k, v in sorted(status.limits.items())], LIMIT_COLUMNS)
+        today = status.spend_today
+        if today is not None:
+            sys.stdout.write(f"\nspend today ({today.day} UTC; {_budgets_line(today.budgets)})\n")
+            print_table([spend_row(a) for a in today.agents], SPEND_COLUMNS)
         sys.stdout.write("\nrecent missions\n")
         print_table(status.recent_missions, ["id", "agent_id", "status", "title"])
     for problem in problems:
@@ -130,6 +188,17 @@ def _workers(args: argparse.Namespace) -> int:
         for w in workers
     ]
     print_table(rows, ["worker", "live", "kinds", "running", "slots", "last seen", "host", "version"])
+    return 0
+
+
+def _spend(args: argparse.Namespace) -> int:
+    with open_ops(args) as ops:
+        spend = ops.spend(days=args.days)
+    if args.json:
+        print_json(spend)
+        return 0
+    sys.stdout.write(_budgets_line(spend.budgets) + "\n")
+    print_table([spend_row(d) for d in spend.days], ["day", *SPEND_COLUMNS])
     return 0
 
 
@@ -285,9 +354,12 @@ def register(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         parents=[common],
-        help="counts by status, queue, workers, stalls, breakers, last heartbeat; exit 5 when something needs a person",
-        description="What the loop is doing. Exits 5 (and says why on stderr) while a queue is stalled or the "
-        "heartbeat is late (thresholds: policy `alerts`), so a plain cron job or uptime check can alert.",
+        help="counts by status, queue, workers, stalls, breakers, kind limits, today's spend, last heartbeat; "
+        "exit 5 when something needs a person",
+        description="What the loop is doing, with the fleet-wide kind limits and today's spend per agent against "
+        "the budgets. Exits 5 (and says why on stderr) while a queue is stalled or the heartbeat is late "
+        "(thresholds: policy `alerts`), so a plain cron job or uptime check can alert; an exhausted budget does "
+        "not change the exit code.",
     )
     status.set_defaults(handler=_status)
 
@@ -298,6 +370,20 @@ def register(commands: Any) -> None:
         "--all", action="store_true", help="also workers no longer live that the heartbeat has not forgotten yet"
     )
     workers.set_defaults(handler=_workers)
+
+    spend = commands.add_parser(
+        "spend",
+        parents=[common],
+        help="usage and cost per UTC day and agent against the budgets",
+        description="What the steps reported using (tokens, cost in USD) per UTC day and agent, newest day first, "
+        "'all agents' first within a day, with each one's daily limits (policy budgets) and EXHAUSTED once a "
+        "limit is reached: that agent's spending steps are held and its proposals refused until the day turns "
+        "or the budget is raised.",
+    )
+    spend.add_argument(
+        "--days", type=int, default=7, help="how many UTC days back, today included (1 to 366, default 7)"
+    )
+    spend.set_defaults(handler=_spend)
 
     proposals = commands.add_parser("proposals", parents=[common], help="list proposals, newest first")
     proposals.add_argument("--status", choices=PROPOSAL_STATUSES)
