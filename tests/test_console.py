@@ -917,6 +917,53 @@ def test_health_shows_live_workers_stalls_breakers_with_their_probe_and_dead_let
     assert 'id="breakers"' not in browser.get("/console/health").text
 
 
+def test_health_shows_the_kind_limits_and_today_s_spend_against_the_budgets(
+    browser: httpx.Client, ops: Ops, conn: psycopg.Connection
+) -> None:
+    signed_in(browser)
+    quiet = browser.get("/console/health").text
+    assert "None: no kind has a fleet-wide limit" in quiet
+    assert "budgets: none (policy <code>budgets</code> is not set)" in quiet
+    assert "Nothing spent yet today: no step has reported usage." in quiet
+
+    budgets = {"daily_usd": 10, "agent_daily_usd": 0.5, "per_agent": {"growth": {"daily_tokens": 1000}}}
+    ops.set_policy("budgets", budgets, "test")
+    policy = ops.get_policy("worker_policy").value
+    kinds = {"crawl": {"max_running": 1, "per_minute": 5}, "analyze": {"per_minute": 100}}
+    ops.set_policy("worker_policy", {**policy, "kinds": kinds}, "test")
+    ops.propose("brain", "crawl", [step("crawl")])
+    ops.propose("growth", "analyze", [step("analyze")])
+    for n in range(2):
+        ops.propose("growth", f"crawl {n}", [step("crawl")])
+    [crawl] = ops.claim("w", ["crawl"], max_steps=5)
+    ops.complete(crawl.id, crawl.attempt, usage={"cost_usd": 0.75})
+    [analyze] = ops.claim("w", ["analyze"])
+    ops.complete(analyze.id, analyze.attempt, usage={"tokens_in": 100, "tokens_out": 20, "cost_usd": 0.0042})
+    assert len(ops.claim("w", ["crawl"], max_steps=5)) == 1, "max_running 1"
+    page = browser.get("/console/health").text
+
+    limits = health_section(page, "kind-limits")
+    assert "<td><code>analyze</code></td><td>0</td><td>-</td> <td>1</td><td>100</td> <td>0</td><td></td></tr>" in limits
+    full = '<span class="badge queued">at limit</span>'
+    assert f"<td><code>crawl</code></td><td>1</td><td>1</td> <td>2</td><td>5</td> <td>1</td><td>{full}</td>" in limits
+    day = scalar(conn, "select (now() at time zone 'UTC')::date::text")
+    hint = re.search(r'<p class="hint" id="budgets">(.*?)</p>', page, re.S)
+    assert hint, "the budgets are shown above the table"
+    assert hint.group(1).startswith(f"{day} UTC · budgets: <code>")
+    assert json.loads(re.sub(r"<.*?>", "", hint.group(1)).split("budgets: ", 1)[1]) == budgets
+    spend = health_section(page, "spend")
+    assert re.findall(r"<tr>(.*?)</tr>", spend) == [
+        "<th>Agent</th><th>Cost (USD)</th><th>Limit (USD)</th><th>Tokens</th><th>Limit (tokens)</th>"
+        "<th>In · out</th><th>Steps</th><th>Budget</th>",
+        "<td>all agents</td><td>0.7542</td><td>10</td> <td>120</td><td>-</td><td>100 · 20</td><td>2</td> "
+        '<td><span class="badge succeeded">within</span></td>',
+        "<td>brain</td><td>0.75</td><td>0.5</td> <td>0</td><td>-</td><td>0 · 0</td><td>1</td> "
+        '<td><span class="badge failed">exhausted</span></td>',
+        "<td>growth</td><td>0.0042</td><td>0.5</td> <td>120</td><td>1000</td><td>100 · 20</td><td>1</td> "
+        '<td><span class="badge succeeded">within</span></td>',
+    ]
+
+
 def test_health_charts_are_svg_drawn_on_the_server_with_text_alternatives(
     browser: httpx.Client, ops: Ops, conn: psycopg.Connection
 ) -> None:

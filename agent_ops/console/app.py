@@ -155,7 +155,14 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-templates.filters.update(time=_time, pretty=_json)
+
+
+def _usd(value: float | None) -> str:
+    """An amount of USD for people: up to 6 decimals, trailing zeros dropped (0.0042, 12.5, 0)."""
+    return "-" if value is None else f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+templates.filters.update(time=_time, pretty=_json, usd=_usd)
 templates.globals.update(
     duration=_duration, age=_age, ago=_ago, stall_reasons=STALL_REASONS, next_firing=_next_firing, rule_text=_rule_text
 )
@@ -505,7 +512,14 @@ class Console:
             self.call(self._dead_letters),
         )
         return await self.render(
-            request, "health.html", status=status, runs=runs, charts=charts, dead=dead, kinds=kind_rows(status)
+            request,
+            "health.html",
+            status=status,
+            runs=runs,
+            charts=charts,
+            dead=dead,
+            kinds=kind_rows(status),
+            limits=limit_rows(status),
         )
 
     def _charts(self) -> list[Chart] | None:
@@ -694,6 +708,17 @@ def kind_rows(status: Status) -> list[dict[str, Any]]:
                 "disabled": bool(flag),
             }
         )
+    return rows
+
+
+def limit_rows(status: Status) -> list[dict[str, Any]]:
+    """The health page's kind limits table: each kind with a fleet-wide limit (worker_policy.kinds), what it uses
+    against each limit, and whether a limit is reached now (`full`: its queued steps wait for capacity)."""
+    rows = []
+    for kind, limit in sorted(status.limits.items()):
+        at_max = limit.max_running is not None and limit.running >= limit.max_running
+        at_rate = limit.per_minute is not None and (limit.last_minute or 0) >= limit.per_minute
+        rows.append({"kind": kind, "limit": limit, "full": at_max or at_rate})
     return rows
 
 
