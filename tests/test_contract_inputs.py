@@ -34,8 +34,8 @@ SURFACE: dict[str, list[str]] = {
     "ops_approve_proposal": ["proposal_id", "decided_by"],
     "ops_reject_proposal": ["proposal_id", "reason", "decided_by"],
     "ops_claim_next_step": ["worker_id", "kinds", "max_steps", "lease_seconds"],
-    "ops_complete_step": ["step_id", "attempt", "output"],
-    "ops_fail_step": ["step_id", "attempt", "error", "retryable"],
+    "ops_complete_step": ["step_id", "attempt", "output", "usage"],
+    "ops_fail_step": ["step_id", "attempt", "error", "retryable", "usage"],
     "ops_extend_lease": ["step_id", "attempt", "lease_seconds"],
     "ops_finalize_mission": ["mission_id"],
     "ops_cancel_mission": ["mission_id", "reason"],
@@ -57,6 +57,9 @@ SURFACE: dict[str, list[str]] = {
     "ops_set_trigger_rule": ["rule", "updated_by"],
     "ops_set_trigger_enabled": ["name", "enabled", "updated_by"],
     "ops_delete_trigger_rule": ["name", "updated_by"],
+    # Batch reports (20261203007000): many reports in one call, and reports with the next claim.
+    "ops_report_steps": ["reports"],
+    "ops_report_and_claim": ["worker_id", "reports", "kinds", "max_steps", "lease_seconds"],
 }
 
 READ_API = (
@@ -79,6 +82,8 @@ READ_API = (
     "ops_list_trigger_rules",
     "ops_get_trigger_rule",
     "ops_preview_trigger_rule",
+    # Spend per UTC day and agent against the budgets.
+    "ops_list_spend",
 )
 
 # A column each table has that can be assigned to itself (identity columns cannot).
@@ -246,6 +251,13 @@ def _reserved(entity: str) -> Callable[[World], dict[str, Any]]:
 _DROP = object()
 BIG = "x" * 2_000_000
 
+
+def _usage_case(usage: object, error: str | None) -> Callable[[World], dict[str, Any]]:
+    """A report of the running step with bad `usage` (an ops_fail_step report when `error` is given)."""
+    return lambda w: {"step_id": w.step, "attempt": w.attempt, **({} if error is None else {"error": error}),
+                      "usage": usage}  # fmt: skip
+
+
 CASES: dict[str, list[Case]] = {
     "ops_create_proposal": [
         ("sql null", lambda w: {"proposal": None}, "proposal"),
@@ -322,6 +334,22 @@ CASES: dict[str, list[Case]] = {
         ("attempt null", lambda w: {"step_id": w.step, "attempt": None}, "attempt"),
         ("attempt 0", lambda w: {"step_id": w.step, "attempt": 0}, "attempt"),
         ("attempt negative", lambda w: {"step_id": w.step, "attempt": -1}, "attempt"),
+        *[
+            (label, _usage_case(usage, error=None), field)
+            for label, usage, field in (
+                ("usage array", AsJson([1]), "usage"),
+                ("usage string", AsJson("lots"), "usage"),
+                ("usage unknown field", {"colour": "red"}, "usage.colour"),
+                ("usage tokens_in negative", {"tokens_in": -1}, "usage.tokens_in"),
+                ("usage tokens_in fraction", {"tokens_in": 1.5}, "usage.tokens_in"),
+                ("usage tokens_out string", {"tokens_out": "5"}, "usage.tokens_out"),
+                ("usage tokens_out huge", {"tokens_out": 10**12}, "usage.tokens_out"),
+                ("usage cost_usd negative", {"cost_usd": -0.01}, "usage.cost_usd"),
+                ("usage cost_usd huge", {"cost_usd": 10**7}, "usage.cost_usd"),
+                ("usage model pattern", {"model": "not a model"}, "usage.model"),
+                ("usage model number", {"model": 4}, "usage.model"),
+            )
+        ],
     ],
     "ops_fail_step": [
         ("step_id null", lambda w: {"step_id": None, "attempt": w.attempt, "error": "e"}, "step_id"),
@@ -329,6 +357,16 @@ CASES: dict[str, list[Case]] = {
         ("attempt 0", lambda w: {"step_id": w.step, "attempt": 0, "error": "e"}, "attempt"),
         ("error null", lambda w: {"step_id": w.step, "attempt": w.attempt, "error": None}, "error"),
         ("error empty", lambda w: {"step_id": w.step, "attempt": w.attempt, "error": ""}, "error"),
+        *[
+            (label, _usage_case(usage, error="e"), field)
+            for label, usage, field in (
+                ("usage array", AsJson([1]), "usage"),
+                ("usage unknown field", {"tokens": 5}, "usage.tokens"),
+                ("usage tokens_in negative", {"tokens_in": -1}, "usage.tokens_in"),
+                ("usage cost_usd string", {"cost_usd": "free"}, "usage.cost_usd"),
+                ("usage model pattern", {"model": "-leading-dash"}, "usage.model"),
+            )
+        ],
     ],
     "ops_release_step": [
         ("step_id null", lambda w: {"step_id": None, "attempt": w.attempt, "reason": "r"}, "step_id"),
@@ -501,11 +539,79 @@ CASES: dict[str, list[Case]] = {
         ("name empty", lambda w: {"name": "", "updated_by": "me"}, "name"),
         ("updated_by null", lambda w: {"name": "mission_failed", "updated_by": None}, "updated_by"),
     ],
+    "ops_report_steps": [
+        ("sql null", lambda w: {"reports": None}, "reports"),
+        ("object", lambda w: {"reports": {"step_id": w.step, "attempt": w.attempt}}, "reports"),
+        ("empty", lambda w: {"reports": AsJson([])}, "reports"),
+        ("too many", lambda w: {"reports": AsJson([{"step_id": w.step, "attempt": w.attempt}] * 101)}, "reports"),
+        ("attempt missing", lambda w: {"reports": AsJson([{"step_id": w.step}])}, "reports[0].attempt"),
+        (
+            "output and error",
+            lambda w: {"reports": AsJson([{"step_id": w.step, "attempt": w.attempt, "output": {}, "error": "e"}])},
+            "reports[0]",
+        ),
+        (
+            "usage",
+            lambda w: {"reports": AsJson([{"step_id": w.step, "attempt": w.attempt, "usage": {"tokens_in": -1}}])},
+            "reports[0].usage.tokens_in",
+        ),
+        (
+            "step repeated",
+            lambda w: {"reports": AsJson([{"step_id": w.step, "attempt": w.attempt}] * 2)},
+            "reports[1].step_id",
+        ),
+    ],
+    "ops_report_and_claim": [
+        ("worker_id null", lambda w: {"worker_id": None}, "worker_id"),
+        ("max_steps negative", lambda w: {"worker_id": "w", "max_steps": -1}, "max_steps"),
+        ("max_steps huge", lambda w: {"worker_id": "w", "max_steps": 101}, "max_steps"),
+        (
+            "report usage",
+            lambda w: {
+                "worker_id": "w",
+                "reports": AsJson([{"step_id": w.step, "attempt": w.attempt, "usage": {"model": "not a model"}}]),
+            },
+            "reports[0].usage.model",
+        ),
+    ],
+    # A read function too: its one parameter has a range.
+    "ops_list_spend": [
+        ("days null", lambda w: {"days": None}, "days"),
+        ("days 0", lambda w: {"days": 0}, "days"),
+        ("days negative", lambda w: {"days": -7}, "days"),
+        ("days over a year", lambda w: {"days": 367}, "days"),
+    ],
 }
 
 
 def test_every_rpc_with_parameters_has_bad_input_cases() -> None:
-    assert set(CASES) == {name for name, params in SURFACE.items() if params}
+    assert set(CASES) - set(READ_API) == {name for name, params in SURFACE.items() if params}
+    assert set(CASES) <= set(SURFACE) | set(READ_API), "cases only for functions of the surface"
+
+
+def test_bad_usage_and_days_are_refused_with_the_rule(api: psycopg.Connection, conn: psycopg.Connection) -> None:
+    """The exact messages of the cases above that the clients show (Ops, the worker's log)."""
+    world = World(api)
+    before = snapshot(conn)
+    refused = {
+        "complete": rpc_error(api, "ops_complete_step", step_id=world.step, attempt=world.attempt,
+                              usage={"tokens_in": -1}),
+        "fail": rpc_error(api, "ops_fail_step", step_id=world.step, attempt=world.attempt, error="e",
+                          usage={"cost_usd": 10**7}),
+        "unknown": rpc_error(api, "ops_complete_step", step_id=world.step, attempt=world.attempt,
+                             usage={"tokens": 1}),
+        "spend": rpc_error(api, "ops_list_spend", days=0),
+    }  # fmt: skip
+    assert {name: (error.sqlstate, message(error)) for name, error in refused.items()} == {
+        "complete": ("PT400", "usage.tokens_in must be from 0 to 1000000000"),
+        "fail": ("PT400", "usage.cost_usd must be from 0 to 1000000"),
+        "unknown": (
+            "PT400",
+            "usage.tokens is not a known field (expected one of: tokens_in, tokens_out, cost_usd, model)",
+        ),
+        "spend": ("PT400", "days must be from 1 to 366"),
+    }
+    assert snapshot(conn) == before
 
 
 @pytest.mark.parametrize("function", sorted(CASES))

@@ -125,25 +125,39 @@ def claim(
 
 
 def complete(
-    connection: psycopg.Connection, step_id: int, attempt: int, output: dict[str, Any] | None = None
+    connection: psycopg.Connection,
+    step_id: int,
+    attempt: int,
+    output: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """ops_complete_step; `usage` is sent only when given."""
+    spent = {} if usage is None else {"usage": usage}
     return cast(
         dict[str, Any],
-        rpc(connection, "ops_complete_step", step_id=step_id, attempt=attempt, output=output or {}),
+        rpc(connection, "ops_complete_step", step_id=step_id, attempt=attempt, output=output or {}, **spent),
     )
 
 
 def fail(
-    connection: psycopg.Connection, step_id: int, attempt: int, error: str = "boom", retryable: bool = True
+    connection: psycopg.Connection,
+    step_id: int,
+    attempt: int,
+    error: str = "boom",
+    retryable: bool = True,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """ops_fail_step; `usage` is sent only when given."""
+    spent = {} if usage is None else {"usage": usage}
     return cast(
         dict[str, Any],
-        rpc(connection, "ops_fail_step", step_id=step_id, attempt=attempt, error=error, retryable=retryable),
+        rpc(connection, "ops_fail_step", step_id=step_id, attempt=attempt, error=error, retryable=retryable, **spent),
     )
 
 
 def snapshot(owner: psycopg.Connection) -> dict[str, Any]:
-    """Row counts of all eight ops tables, plus the full policy and trigger-rule state."""
+    """Row counts of all eight ops tables, plus the full policy and trigger-rule state, the steps with their
+    usage and the daily spend."""
     state: dict[str, Any] = {
         table: scalar(owner, sql.SQL("select count(*) from public.{}").format(sql.Identifier(table)))
         for table in OPS_TABLES
@@ -151,8 +165,10 @@ def snapshot(owner: psycopg.Connection) -> dict[str, Any]:
     state["policy"] = rows(owner, b"select key, value, updated_at, updated_by from public.ops_policy order by key")
     state["steps"] = rows(
         owner,
-        b"select id, status, attempt, output, last_error, lease_expires_at from public.ops_mission_steps order by id",
+        b"select id, status, attempt, output, last_error, lease_expires_at, usage from public.ops_mission_steps"
+        b" order by id",
     )
+    state["spend"] = rows(owner, b"select * from public.ops_spend_daily order by day, agent_id")
     state["missions"] = rows(owner, b"select id, status, finalized_at from public.ops_missions order by id")
     state["proposals"] = rows(owner, b"select id, status, decided_at from public.ops_mission_proposals order by id")
     return state
