@@ -193,8 +193,7 @@ def summary(results: dict[str, Any]) -> list[dict[str, str]]:
         for r in p8["rows"]:
             add(
                 "P8",
-                f"steps/s, {r['transport']}, +{r['added_rtt_ms']:g} ms round trip, 1 worker, concurrency "
-                f"{p8['concurrency']}",
+                f"steps/s, {r['transport']}, +{r['added_rtt_ms']:g} ms RTT, 1 worker, concurrency {p8['concurrency']}",
                 _f(r["steps_per_s"]),
                 f"+0 ms {_f(base[r['transport']])} steps/s" if r["added_rtt_ms"] else "",
                 _f(r["ratio"], 2) if r["added_rtt_ms"] else "",

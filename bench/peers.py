@@ -46,7 +46,7 @@ class Config:
 
 PROCRASTINATE = {
     "one": Config("--concurrency 1"),
-    "best": Config("--concurrency 16, async task, pool of 16", concurrency=16, pool=16, task="noop_async"),
+    "best": Config("--concurrency 16", concurrency=16, pool=16, task="noop_async"),  # async task, pool of 16
 }
 PGQUEUER = {
     "one": Config("batch size 1", concurrency=2, batch=1),

@@ -102,7 +102,7 @@ def test_the_summary_prints_issue_15s_targets_next_to_their_figures() -> None:
     assert rows["P2", "agent-ops 1 at a time vs pgqueuer, 4 worker(s)"]["target"] == "≥ 1.00"
     assert rows["P2", "pgqueuer jobs/s, 4 worker(s), batch size 1"]["value"] == "990", "the one-at-a-time rows stay"
     assert rows["P3", "proposals/s, 4 client(s)"]["target"] == "≥ 1,000/s"
-    at_30 = rows["P8", "steps/s, direct, +30 ms round trip, 1 worker, concurrency 32"]
+    at_30 = rows["P8", "steps/s, direct, +30 ms RTT, 1 worker, concurrency 32"]
     assert (at_30["value"], at_30["ratio"], at_30["target"]) == ("120", "0.12", "≥ 0.50")
     assert at_30["baseline"] == "+0 ms 1,000 steps/s"
 
