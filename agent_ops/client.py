@@ -29,7 +29,7 @@ from tenacity import (
 )
 
 from agent_ops.config import Settings
-from agent_ops.errors import TransportError
+from agent_ops.errors import OpsError, TransportError, error_class
 from agent_ops.models import (
     ActionRun,
     ClaimedNotification,
@@ -53,6 +53,7 @@ from agent_ops.models import (
     Status,
     Step,
     StepReport,
+    StepResult,
     TriggerPreview,
     TriggerRule,
     TriggerRuleChange,
@@ -81,6 +82,14 @@ def _add_usage(params: dict[str, Any], usage: Usage | Mapping[str, Any] | None) 
     """Sends `usage` only when there is one, so a report without it is the call it always was."""
     if usage is not None:
         params["usage"] = usage.to_json() if isinstance(usage, Usage) else dict(usage)
+
+
+def _report_answer(answer: dict[str, Any]) -> StepReport | OpsError:
+    """One answer of ops_report_steps: the report, or the error the single call would have raised."""
+    error = answer.get("error")
+    if error is None:
+        return StepReport.from_json(answer)
+    return error_class(error.get("code"))(error.get("message", "report refused"), code=error.get("code"))
 
 
 class Ops:
@@ -216,6 +225,34 @@ class Ops:
         params: dict[str, Any] = {"step_id": step_id, "attempt": attempt, "error": error, "retryable": retryable}
         _add_usage(params, usage)
         return self._one(StepReport.from_json, "ops_fail_step", params, retry=retry)
+
+    def report(self, results: Sequence[StepResult], *, retry: bool = True) -> list[StepReport | OpsError]:
+        """Up to 100 reports in one round trip (ops_report_steps), each fenced by its attempt like `complete` and
+        `fail`. One answer per report, in order: its StepReport, or the Conflict / NotFound the single call would
+        have raised (a stale attempt does not sink the others). Invalid input raises InvalidInput and writes
+        nothing. `retry=False` for callers that retry on their own schedule (the worker)."""
+        params = {"reports": [r.to_json() for r in results]}
+        return [_report_answer(a) for a in self.call("ops_report_steps", params, retry=retry)]
+
+    def report_and_claim(
+        self,
+        worker_id: str,
+        results: Sequence[StepResult],
+        kinds: Sequence[str] | None = None,
+        max_steps: int = 1,
+        lease_seconds: int | None = None,
+    ) -> tuple[list[StepReport | OpsError], list[ClaimedStep]]:
+        """`report`, then `claim` up to `max_steps` (0: none) in the same transaction and round trip
+        (ops_report_and_claim). Not retried: a lost answer may have claimed steps (see the worker's orphans)."""
+        params = {
+            "worker_id": worker_id,
+            "reports": [r.to_json() for r in results] or None,
+            "kinds": list(kinds) if kinds is not None else None,
+            "max_steps": max_steps,
+            "lease_seconds": lease_seconds,
+        }
+        data = self.call("ops_report_and_claim", params)
+        return [_report_answer(a) for a in data["reports"]], [ClaimedStep.from_json(s) for s in data["claimed"]]
 
     def extend_lease(
         self, step_id: int, attempt: int, lease_seconds: int | None = None, *, retry: bool = True

@@ -7,6 +7,7 @@ from them, so each vocabulary is written once on the Python side.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Self, get_args
@@ -683,3 +684,26 @@ class TriggerPreview(_FromJson):
     proposal: dict[str, Any] | None = None
     invalid: str | None = None
     outcome: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One report for `Ops.report` / `Ops.report_and_claim`: a success (`output`) or, with `error`, a failure."""
+
+    step_id: int
+    attempt: int
+    output: Any = None
+    error: str | None = None
+    retryable: bool = True
+    usage: Usage | Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"step_id": self.step_id, "attempt": self.attempt}
+        if self.error is None:
+            report["output"] = {} if self.output is None else self.output
+        else:
+            report["error"] = self.error
+            report["retryable"] = self.retryable
+        if self.usage is not None:
+            report["usage"] = self.usage.to_json() if isinstance(self.usage, Usage) else dict(self.usage)
+        return report

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from agent_ops import Conflict, InvalidInput, NotFound, Ops, PermissionDenied, Secret, Settings, TransportError, step
-from agent_ops.models import ClaimedStep, KindLimit, SpendRow, Usage
+from agent_ops.models import ClaimedStep, KindLimit, SpendRow, StepReport, StepResult, Usage
 from agent_ops.transports import Poll, Transport
 from tests.kit.database import ROOT
 from tests.kit.settings import direct_settings, rest_settings, server_url
@@ -170,6 +170,29 @@ def test_usage_is_stored_on_the_step_summed_per_day_and_priced_from_model_prices
     assert today is not None
     assert (today.day, today.exhausted, [a.day for a in today.agents]) == (day, ["brain"], [None, None])
     assert ops.spend(days=1).days == spend.days, "today only"
+
+
+def test_batch_reports_answer_each_report_and_ride_with_the_next_claim(ops: Ops) -> None:
+    ops.propose("brain", "two", [step("crawl"), step("analyze")])
+    ops.propose("brain", "one", [step("crawl")])
+    a, b = ops.claim("w", kinds=["crawl"], max_steps=2)
+    answers = ops.report(
+        [
+            StepResult(a.id, a.attempt, {"pages": 2}, usage=Usage(tokens_in=5)),
+            StepResult(b.id, b.attempt, error="flaky", retryable=True),
+            StepResult(a.id + 1000, 1),
+        ]
+    )
+    assert [type(x) for x in answers] == [StepReport, StepReport, NotFound]
+    assert (answers[0].status, answers[1].status) == ("succeeded", "queued")  # type: ignore[union-attr]
+    with pytest.raises(InvalidInput, match=r"reports\[0\]\.attempt must be from 1 to 100"):
+        ops.report([StepResult(a.id, 0)])
+    # The stale attempt is answered, and the step a report promoted is claimed in the same call.
+    reports, claimed = ops.report_and_claim("w", [StepResult(a.id, a.attempt + 1)], ["analyze"], max_steps=5)
+    assert isinstance(reports[0], Conflict)
+    assert "is no longer running" in reports[0].message
+    assert [(c.kind, c.mission_id) for c in claimed] == [("analyze", a.mission_id)]
+    assert ops.report_and_claim("w", [], None, max_steps=0) == ([], [])
 
 
 def test_usage_and_days_the_database_refuses_name_the_field(ops: Ops, conn: psycopg.Connection) -> None:

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executors", action="append", metavar="MODULE", help="import executors from MODULE")
     parser.add_argument("--alias", action="append", metavar="KIND=EXECUTOR", help="run KIND with EXECUTOR")
     parser.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN on ops_steps")
+    parser.add_argument(
+        "--no-batch-reports", action="store_true", help="one call per report instead of reports with the next claim"
+    )
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     parser.add_argument("--log-payloads", action="store_true", help="include step payloads in logs")
     parser.add_argument("--alive-file", help="touch this file every loop (container healthcheck)")
@@ -70,6 +73,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, WorkerSettings]:
         "executor_modules": [*worker.executor_modules, *(args.executors or [])] if args.executors else None,
         "aliases": {**worker.aliases, **dict(a.split("=", 1) for a in args.alias)} if args.alias else None,
         "listen": False if args.no_listen else None,
+        "batch_reports": False if args.no_batch_reports else None,
         "log_json": True if args.log_json else None,
         "log_payloads": True if args.log_payloads else None,
         "alive_file": args.alive_file,

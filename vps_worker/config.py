@@ -56,6 +56,8 @@ class WorkerSettings:
     # None: the concurrency.
     max_abandoned: int | None = None
     listen: bool = True
+    # Send finished steps' reports with the next claim (one round trip per step); off: one call per report.
+    batch_reports: bool = True
     log_json: bool = False
     log_payloads: bool = False
     executor_modules: list[str] = field(default_factory=list)
@@ -97,6 +99,7 @@ class WorkerSettings:
             grace_seconds=_number("WORKER_GRACE_SECONDS", get("WORKER_GRACE_SECONDS"), 30.0, 0),
             max_abandoned=int(_number("WORKER_MAX_ABANDONED", max_abandoned, 0, 0)) if max_abandoned else None,
             listen=_flag("WORKER_LISTEN", get("WORKER_LISTEN"), default=True),
+            batch_reports=_flag("WORKER_BATCH_REPORTS", get("WORKER_BATCH_REPORTS"), default=True),
             log_json=_flag("WORKER_LOG_JSON", get("WORKER_LOG_JSON"), default=False),
             log_payloads=_flag("WORKER_LOG_PAYLOADS", get("WORKER_LOG_PAYLOADS"), default=False),
             executor_modules=_list(get("WORKER_EXECUTORS")),

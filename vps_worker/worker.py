@@ -1,7 +1,9 @@
 """The executor loop: the only thing that runs mission steps (docs/architecture.md, pitfall P1).
 
-- Claims up to its free slots in one call, runs each step on a thread of its own, reports each result with the
-  attempt-fenced `ops_complete_step` / `ops_fail_step`, and claims again at once while there is work. Idle,
+- Claims up to its free slots in one call, runs each step on a thread of its own, and sends the finished steps'
+  results with its next claim (`ops_report_and_claim`, one round trip per step; reports.py), each fenced by
+  its attempt exactly like `ops_complete_step` / `ops_fail_step` (which a result falls back to when the batch
+  call fails, and which WORKER_BATCH_REPORTS=0 uses throughout). It claims again at once while there is work. Idle,
   it sleeps a jittered interval, woken early by a run finishing, a NOTIFY on `ops_steps`, the database coming
   back after an outage, or a stop (wakeups.py).
 - Run-time limits: each attempt has a deadline (worker_policy timeout_seconds, in the claim). The executor
@@ -45,7 +47,7 @@ from typing import Any
 from agent_ops import jsonsafe
 from agent_ops.client import Ops
 from agent_ops.errors import Conflict, InvalidInput, NotFound, OpsError, TransportError
-from agent_ops.models import ClaimedStep, StepReport
+from agent_ops.models import ClaimedStep, StepReport, StepResult
 from vps_worker.builtin import json_output
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, PermanentError, RetryableError, StepContext
@@ -53,6 +55,7 @@ from vps_worker.leases import LeaseKeeper
 from vps_worker.outage import Outage
 from vps_worker.presence import Presence
 from vps_worker.redact import Redactor
+from vps_worker.reports import PendingReport, ReportQueue, answer
 from vps_worker.runs import Run, Runs, with_usage
 from vps_worker.wakeups import NOTIFY_MIN_INTERVAL, Listener, Waker
 
@@ -83,6 +86,7 @@ class Worker:
         self.outage = Outage(on_back=self.waker.wake)
         self.presence = Presence(ops, settings.worker_id, self.kinds, settings.concurrency, self.outage)
         self.runs = Runs()
+        self.reports = ReportQueue()
         self.max_abandoned = settings.concurrency if settings.max_abandoned is None else settings.max_abandoned
         self._handoff: queue.SimpleQueue[Run | None] = queue.SimpleQueue()
         self._threads_lock = threading.Lock()
@@ -136,6 +140,7 @@ class Worker:
         try:
             self._loop()
         finally:
+            self.reports.close()  # the main loop sends no more: each result goes out on its own
             self._stop.set()
             self.presence.stopping = True
             self.presence.beat()
@@ -160,7 +165,7 @@ class Worker:
         if self._stopping:
             return
         free = self.settings.concurrency - self.runs.holding()
-        claimed = self._claim(min(free, MAX_CLAIM)) if free > 0 else []
+        claimed = self._claim(min(max(free, 0), MAX_CLAIM)) if free > 0 or len(self.reports) else []
         if claimed and self._stopping:
             self._hand_back_unstarted([step for step, _ in claimed])
             return
@@ -187,26 +192,61 @@ class Worker:
 
     def _claim(self, free: int) -> list[tuple[ClaimedStep, float]]:
         """Up to `free` steps, each with the moment its claim was sent (time.monotonic): the deadline counts
-        from there. Retried through outages until a stop is requested; no claim is sent after that. While the
-        database is unreachable the retries are presence beats, not claims: a claim waiting for a connection
-        could reach the database after a stop, so one is sent only to a database that has just answered."""
+        from there. Finished steps' results waiting in the report queue go with it, and the claim also asks for
+        the slots they free. Retried through outages until a stop is requested; no claim is sent after that.
+        While the database is unreachable the retries are presence beats, not claims: a claim waiting for a
+        connection could reach the database after a stop, so one is sent only to a database that has just
+        answered. Results whose batch call failed are sent by their own threads (reports.py)."""
         sent = time.monotonic()
+        pending: list[PendingReport] = self.reports.take()
+
+        def give_back() -> None:
+            nonlocal pending
+            answer(pending, None)
+            pending = []
 
         def claim() -> list[ClaimedStep]:
-            nonlocal sent
+            nonlocal sent, pending
             if self.outage.down:
+                give_back()
                 self.presence.beat()
                 if self.outage.down:
                     raise TransportError("the database is still unreachable")
             if self._stopping:
+                give_back()
                 return []
             sent = time.monotonic()
+            lease = self.settings.lease_seconds
             try:
-                return self.ops.claim(
-                    self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=self.settings.lease_seconds
-                )
+                if not pending:
+                    if free <= 0:
+                        return []
+                    return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
+                try:
+                    answers, steps = self.ops.report_and_claim(
+                        self.settings.worker_id,
+                        [p.result for p in pending],
+                        self.kinds,
+                        max_steps=min(free + len(pending), MAX_CLAIM),
+                        lease_seconds=lease,
+                    )
+                except TransportError:
+                    raise
+                except OpsError as refused:
+                    # One result the database refuses (an output too large ...) refuses the whole call: each
+                    # goes out alone, where it is handled as before; the claim goes on without them.
+                    log.info("batch report refused (%s); sending those results one by one", refused.message)
+                    give_back()
+                    if free <= 0:
+                        return []
+                    return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
+                answer(pending, answers)
+                pending = []
+                return steps
             except TransportError:
-                # It may have committed with its answer lost: look for orphans once we are back.
+                # It may have committed with its answer lost: look for orphans once we are back. The results
+                # go out alone (a repeat of one that committed is answered as a duplicate).
+                give_back()
                 self._orphans_possible = True
                 raise
 
@@ -218,6 +258,8 @@ class Worker:
             log.exception("claim refused; trying again after the poll interval")
             self._sleep(self.settings.poll_max)
             return []
+        finally:
+            give_back()
         self.presence.seen()
         if self._orphans_possible:
             self._orphans_possible = False
@@ -389,6 +431,10 @@ class Worker:
         with run.lock:
             if run.lost is not None:
                 return {"handed back": "released", "timed out": "timed out"}.get(run.lost, "discarded")
+            batched = self._report_with_claim(run, StepResult(step.id, step.attempt, output, error, retryable, usage))
+            if batched is not None:
+                run.finished = True
+                return batched
             try:
                 outcome = self.outage.call(
                     send,
@@ -403,6 +449,23 @@ class Worker:
                 outcome = "unreported"
             run.finished = True
             return outcome
+
+    def _report_with_claim(self, run: Run, result: StepResult) -> str | None:
+        """Hand the result to the main loop's next claim and wait for its answer: the outcome, or None when it
+        must be sent alone (batching off or stopped, or the batch call failed)."""
+        if not self.settings.batch_reports:
+            return None
+        pending = self.reports.submit(result)
+        if pending is None:
+            return None
+        self.waker.wake()
+        got = pending.wait()
+        if isinstance(got, (Conflict, NotFound)):
+            log.warning("result discarded: %s", got.message, extra={"fields": self._fields(run)})
+            return "discarded"
+        if not isinstance(got, StepReport):
+            return None
+        return "retrying" if result.error is not None and got.status == "queued" else got.status
 
     # -- abandoned runs ---------------------------------------------------------------------------------------
 

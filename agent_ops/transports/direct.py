@@ -26,7 +26,7 @@ from agent_ops.transports import Poll
 
 RECONNECT_SECONDS = 3.0  # at least; see the pool's reconnect_timeout below
 # Parameters of the ops_* functions that are jsonb (every other one maps naturally).
-JSONB_PARAMS = frozenset({"proposal", "output", "event", "value", "worker", "rule", "usage"})
+JSONB_PARAMS = frozenset({"proposal", "output", "event", "value", "worker", "rule", "usage", "reports"})
 
 
 def _adapters() -> AdaptersMap:
