@@ -184,7 +184,10 @@ def test_batch_reports_answer_each_report_and_ride_with_the_next_claim(ops: Ops)
         ]
     )
     assert [type(x) for x in answers] == [StepReport, StepReport, NotFound]
-    assert (answers[0].status, answers[1].status) == ("succeeded", "queued")  # type: ignore[union-attr]
+    first, second = answers[0], answers[1]
+    assert isinstance(first, StepReport)
+    assert isinstance(second, StepReport)
+    assert (first.status, second.status) == ("succeeded", "queued")
     with pytest.raises(InvalidInput, match=r"reports\[0\]\.attempt must be from 1 to 100"):
         ops.report([StepResult(a.id, 0)])
     # The stale attempt is answered, and the step a report promoted is claimed in the same call.
