@@ -1,4 +1,4 @@
-"""`python -m bench.chaos --short | --full` (make chaos-short in `make test`, make chaos): R1-R6, figures
+"""`python -m bench.chaos --short | --full` (make chaos-short in `make test`, make chaos): R1-R7, figures
 printed as they come, a summary table, exit status 1 if any invariant broke."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent_ops.text_table import table
-from bench.chaos import ChaosFailure, crashes, exactly_once, fuzz, races, restart
+from bench.chaos import ChaosFailure, crashes, exactly_once, fuzz, limits, races, restart
 from bench.common import progress
 
 # (short, full) sizes of each scenario.
@@ -23,6 +23,7 @@ SIZES = {
     "R4": (200, 200),  # concurrent proposals, quota 5
     "R5": (3, 10),  # copies of the 4 due rules, 10 concurrent callers
     "R6": (40, 400),  # hypothesis examples per RPC
+    "R7": (100, 1_000),  # steps through max_running = 3 with 200 claimers (and per_minute for 3 s / 75 s)
 }
 
 
@@ -36,6 +37,7 @@ def scenarios(full: bool) -> dict[str, Callable[[], dict[str, Any]]]:
         "R5": lambda: races.trigger_races(copies=size["R5"]),
         # The short form replays the same examples every run (CI stays deterministic); the full one explores.
         "R6": lambda: fuzz.run(size["R6"], derandomize=not full),
+        "R7": lambda: limits.run(size["R7"], full=full),
     }
 
 
