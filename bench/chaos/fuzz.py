@@ -4,14 +4,16 @@ The RPCs are read from the catalog — every `public.ops_*` function `service_ro
 RPC is fuzzed without being listed here, and an argument type the fuzzer cannot generate fails the run.
 Each example calls one RPC as `service_role` with named arguments, some omitted when they have defaults,
 drawn from: SQL NULL; arbitrary JSON; near-valid documents (the real keys with good, wrong-typed and
-random values: proposals, steps, events, every policy key); domain words (statuses, kinds, policy keys);
-arbitrary text; ids of rows that exist and of rows that do not; the whole range of the argument's integer
-type; and, inside any JSON value, documents nested 60 to 3,000 levels deep. Trigger rules get near-valid rule
-documents for every checker (templates with good and bad placeholders, a custom checker function that exists)
-and the names of rules that exist. The property: a JSON result, or an error with SQLSTATE PT400 (invalid
-input), PT404 (not found) or PT409 (conflict), and after an error the row count of every ops_* table exactly
-as before. After the run no JSON column of any ops_* table holds
-anything nested deeper than the documented 64 levels.
+random values: proposals, steps, events, every policy key, step reports and the usage they carry); domain
+words (statuses, kinds, policy keys); arbitrary text; ids of rows that exist and of rows that do not; the
+whole range of the argument's integer type; and, inside any JSON value, documents nested 60 to 3,000 levels
+deep. Trigger rules get near-valid rule documents for every checker (templates with good and bad
+placeholders, a custom checker function that exists) and the names of rules that exist. Reports of steps
+that may be running carry valid usage and near misses, with a budget, prices and kind limits in force (so
+the spend bookkeeping and the limited claim path run, not only the argument checks). The property: a JSON
+result, or an error with SQLSTATE PT400 (invalid input), PT404 (not found) or PT409 (conflict), and after an
+error the row count of every ops_* table exactly as before. After the run no JSON column of any ops_* table
+holds anything nested deeper than the documented 64 levels.
 
 Not generated: NUL characters and lone surrogates in text, and integers outside the declared type. Postgres
 refuses those while decoding the call, before any function runs (PostgREST answers 400 for them).
@@ -153,6 +155,33 @@ events = near(
 )  # fmt: skip
 counts = st.integers(0, 1000)
 limits = st.one_of(st.integers(-5, 1000), json_values)
+# Spend: usage reports, prices and budgets (valid values; near() and the near misses below break them).
+spending_kinds = good_kinds | st.just("llm")
+models = st.sampled_from(["claude-sonnet-4-5", "gpt-4o-mini", "local/llama3:8b", "m@v1+beta", "a" * 200])
+bad_models = st.sampled_from(["", " ", "a" * 201, "bad model", "-leading", "модель", "x\ny"])
+tokens = st.integers(0, 10**9)
+usd = st.integers(0, 1_000_000) | st.floats(0, 1_000_000, allow_nan=False)
+NEAR_TOKENS = [-1, 10**9 + 1, 1.5, "100", True, None, 2**63, 1e20]
+NEAR_USD = [-0.01, 1_000_000.01, "0.10", True, None, 1e300, -1e-9, 5e-324]
+USAGE_KEYS = {
+    "tokens_in": tokens | st.sampled_from(NEAR_TOKENS), "tokens_out": tokens | st.sampled_from(NEAR_TOKENS),
+    "cost_usd": usd | st.sampled_from(NEAR_USD), "model": models | bad_models | texts,
+}  # fmt: skip
+valid_usage = st.fixed_dictionaries(
+    {}, optional={"tokens_in": tokens, "tokens_out": tokens, "cost_usd": usd, "model": models}
+)
+# A report's usage: valid ones, near misses (one field out of range, of the wrong type, a bad model, a foreign
+# key), and now and then something that is not an object at all.
+usage_documents = st.one_of(near(valid_usage, USAGE_KEYS), st.sampled_from([[], "usage", 0.1, {}]))
+prices = st.fixed_dictionaries({"input_per_million": usd, "output_per_million": usd})
+budget_limits = {"daily_usd": usd, "daily_tokens": st.integers(0, 10**12)}
+kind_limits = st.dictionaries(
+    spending_kinds,
+    st.fixed_dictionaries({}, optional={"max_running": st.integers(0, 50), "per_minute": st.integers(0, 600),
+                                        "lease_seconds": st.integers(1, 86400), "max_attempts": st.integers(1, 100),
+                                        "timeout_seconds": st.integers(1, 604800)}),
+    max_size=3,
+)  # fmt: skip
 # Each policy key with valid values and, through near(), broken ones.
 POLICIES: dict[str, tuple[dict[str, st.SearchStrategy[Any]], dict[str, st.SearchStrategy[Any]]]] = {
     "system": ({"enabled": st.booleans()}, {"reason": texts}),
@@ -162,7 +191,17 @@ POLICIES: dict[str, tuple[dict[str, st.SearchStrategy[Any]], dict[str, st.Search
     "max_active_missions": ({"limit": counts}, {}),
     "worker_policy": ({}, {"lease_seconds": st.integers(1, 86400), "max_attempts": st.integers(1, 100),
                            "backoff_base_seconds": counts, "backoff_max_seconds": counts,
-                           "circuit_breaker_threshold": st.integers(1, 100)}),
+                           "circuit_breaker_threshold": st.integers(1, 100), "enabled": st.just(False),
+                           "kinds": kind_limits}),
+    "budgets": ({}, {"daily_usd": usd, "daily_tokens": st.integers(0, 10**12), "agent_daily_usd": usd,
+                     "agent_daily_tokens": st.integers(0, 10**12),
+                     "per_agent": st.dictionaries(agent_ids, st.fixed_dictionaries({}, optional=budget_limits),
+                                                  max_size=2),
+                     "kinds": st.lists(spending_kinds, max_size=3)}),
+    "model_prices": ({}, {"claude-sonnet-4-5": prices, "gpt-4o-mini": prices, "local/llama3:8b": prices}),
+    "x_daily_quota": ({"limit": counts}, {}),
+    "x_autopost": ({"enabled": st.booleans()}, {}),
+    "content_policy": ({"enabled": st.booleans()}, {"max_drafts_per_day": counts}),
     "retention": ({}, {"events_days": st.integers(1, 3650), "missions_days": st.integers(1, 3650),
                        "batch_size": st.integers(1, 100000)}),
     "heartbeat": ({}, {"triggers_budget_ms": st.integers(1, 60000), "reactions_batch": st.integers(1, 1000)}),
@@ -291,14 +330,38 @@ preview_calls = st.fixed_dictionaries({"name": rule_names}) | st.fixed_dictionar
     {"rule": trigger_rules.map(as_jsonb)}
 )
 
+# Step reports with usage for steps that may be running (the claims fuzzed before them leave many so): the
+# budgets' bookkeeping (ops_spend_daily, budget:exhausted) is reached, not only the argument checks.
+report_ids = {"step_id": st.integers(1, 70), "attempt": st.integers(0, 3)}
+complete_calls = st.fixed_dictionaries(
+    report_ids, optional={"output": objects().map(as_jsonb), "usage": usage_documents.map(as_jsonb)}
+)
+fail_calls = st.fixed_dictionaries(
+    {**report_ids, "error": titles},
+    optional={"retryable": st.booleans(), "usage": usage_documents.map(as_jsonb)},
+)
+
+# Batch reports (ops_report_steps, ops_report_and_claim): lists of such reports, successes and failures alike.
+batch_reports = st.lists(
+    near(
+        st.fixed_dictionaries(report_ids, optional={"output": objects(), "usage": usage_documents})
+        | st.fixed_dictionaries({**report_ids, "error": titles},
+                                optional={"retryable": st.booleans(), "usage": usage_documents}),
+        {**report_ids, "output": objects(), "error": titles, "retryable": st.booleans(), "usage": usage_documents},
+    ),
+    max_size=6,
+)  # fmt: skip
+
 # JSON arguments by name; any other jsonb argument gets arbitrary JSON.
 JSON_ARGUMENTS: dict[str, st.SearchStrategy[Any]] = {
-    "proposal": proposals, "event": events, "value": policy_values, "rule": trigger_rules,
+    "proposal": proposals, "event": events, "value": policy_values, "rule": trigger_rules, "usage": usage_documents,
+    "reports": batch_reports,
 }  # fmt: skip
 # Whole argument sets for RPCs whose arguments only make sense together.
 WHOLE_CALLS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "ops_set_policy": policy_pairs, "ops_set_trigger_rule": rule_calls, "ops_set_trigger_enabled": switch_calls,
     "ops_get_trigger_rule": st.fixed_dictionaries({"name": rule_names}), "ops_preview_trigger_rule": preview_calls,
+    "ops_complete_step": complete_calls, "ops_fail_step": fail_calls,
 }  # fmt: skip
 INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "bigint": (-(2**63), 2**63 - 1)}
 
@@ -339,9 +402,24 @@ class Rpc:
         return f"select public.{self.name}({named})".encode()
 
 
+# A budget the seeded agent's reports soon exhaust (crawl spends), and a priced model.
+SEED_POLICY = {
+    "budgets": {"agent_daily_usd": 0.5, "daily_tokens": 100_000_000, "kinds": ["crawl", "llm"]},
+    "model_prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}},
+}
+
+
 def seed_rows(url: str) -> None:
-    """Rows for the fuzzed ids to hit: accepted and pending proposals, running and queued steps."""
+    """Rows for the fuzzed ids to hit: accepted and pending proposals, running and queued steps; and limits,
+    prices and a budget in force, so claims take the limited path and reports with usage reach the budget."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "select public.ops_set_policy('worker_policy', value || %s, 'fuzz') from public.ops_policy"
+            " where key = 'worker_policy'",
+            [Jsonb({"kinds": {"crawl": {"max_running": 40}, "analyze": {"per_minute": 600}}})],
+        )
+        for key, value in SEED_POLICY.items():
+            conn.execute("select public.ops_set_policy(%s, %s, 'fuzz')", [key, Jsonb(value)])
         conn.execute(
             "select public.ops_create_proposal(jsonb_build_object('agent_id', 'fuzz', 'title', 'seed ' || g,"
             " 'steps', case when g % 3 = 0 then '[{\"kind\": \"deploy_site\"}]'::jsonb"
