@@ -228,20 +228,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "make bench",
         "started_at": datetime.now(UTC).isoformat(),
     }
+    # The machine's load average (1 min) as each figure starts and ends: on a shared machine a figure taken
+    # while other work ran says so in its JSON.
+    results["load"] = {}
     for name in ALL:
         if name in wanted:
             figure_started = time.monotonic()
+            load_before = os.getloadavg()[0]
             results[name] = figures[name]()
-            progress(f"{name} done in {time.monotonic() - figure_started:.0f}s")
+            results["load"][name] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            progress(
+                f"{name} done in {time.monotonic() - figure_started:.0f}s (load {load_before:.1f} → "
+                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+            )
     results["seconds"] = round(time.monotonic() - started, 1)
 
     output = args.output or RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     sys.stdout.write(table(summary(results), ["figure", "measured", "value", "baseline", "ratio", "target"]) + "\n")
+    load = ", ".join(f"{name} {before:.1f}→{after:.1f}" for name, (before, after) in results["load"].items())
     sys.stdout.write(
-        f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores; "
-        f"{results['seconds']:.0f}s; full result: {output}\n"
+        f"\n{results['machine']['cpu']}, {results['machine']['cores']} cores; {results['seconds']:.0f}s; "
+        f"load average (1 min) at start→end of each figure: {load}; full result: {output}\n"
     )
     return 0
 
