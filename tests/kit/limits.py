@@ -171,7 +171,10 @@ class RunningRace:
     monitor_samples: int
     monitor_max: int  # the largest running count the monitor sampled
     claimer_max: int  # the largest running count a claimer saw right after its claim returned
-    overlap_max: int  # the most [reserved_at, finished_at) intervals at one instant
+    # The most [reserved_at, finished_at) intervals at one instant. Sound (claims are ordered by the kind's
+    # lock, and a step claimed after another's report committed starts after that report began), but low for
+    # batch reports: finished_at is the report's transaction start, before its claim waited for the lock.
+    overlap_max: int
     left: dict[str, int]  # the kind's steps by status at the end
     attempts: int  # the largest attempt of any step
     handout_seconds: float  # from the first step claimed to the last one finished
