@@ -88,6 +88,8 @@ def run(rounds: int = ROUNDS) -> dict[str, object]:
         "empty_ms": empty_ms,
         "history_ms": long_ms,
         "ratio": long_ms / empty_ms,
+        # Each round's long / empty next to each other: a second view, robust to a slow stretch of rounds.
+        "paired_ratio_median": median([b / a for a, b in zip(empty_rounds, long_rounds, strict=True)]),
         "rounds": rounds,
         "history_events": events,
         "rounds_empty_ms": [r * 1000 for r in empty_rounds],

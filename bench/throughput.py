@@ -15,6 +15,7 @@ itself (bench/ops_claim_complete.sql) — the agent-ops SQL with no Python in th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -24,7 +25,7 @@ import psycopg
 
 from bench.common import bench_processes, progress
 from tests.kit.children import wait_until
-from tests.kit.database import QUOTA_KEYS, embedded_server, migrate_and_seed, scalar, scratch_database
+from tests.kit.database import MIGRATIONS, QUOTA_KEYS, embedded_server, migrate_and_seed, scalar, scratch_database
 
 RAW_SCRIPT = Path(__file__).with_name("raw_claim_complete.sql")
 OPS_SCRIPT = Path(__file__).with_name("ops_claim_complete.sql")
@@ -90,7 +91,10 @@ def raw_ceiling(clients: int, seconds: float, rows: int = 400_000) -> float:
 def build_template(missions: int) -> str:
     """A migrated database full of queued 3-step noop missions; returns its name (a template to clone)."""
     local = embedded_server()
-    name = f"bench_p1_tmpl_{missions}"
+    # Named after this checkout's migrations too: checkouts of other revisions share the embedded server,
+    # and a template left by one must never stand in for another's schema.
+    schema = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(MIGRATIONS.glob("*.sql")))).hexdigest()[:8]
+    name = f"bench_p1_tmpl_{missions}_{schema}"
     admin = local.url("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         if scalar(conn, "select count(*) from pg_database where datname = %s", (name,)):
