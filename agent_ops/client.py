@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from tenacity import (
     Retrying,
@@ -82,6 +82,15 @@ def _add_usage(params: dict[str, Any], usage: Usage | Mapping[str, Any] | None) 
     """Sends `usage` only when there is one, so a report without it is the call it always was."""
     if usage is not None:
         params["usage"] = usage.to_json() if isinstance(usage, Usage) else dict(usage)
+
+
+class ReportAndClaim(NamedTuple):
+    """What `Ops.report_and_claim` answers: one answer per report, the claimed steps, and whether a limited
+    kind was skipped because its lock was busy."""
+
+    reports: list[StepReport | OpsError]
+    claimed: list[ClaimedStep]
+    busy: bool = False
 
 
 def _report_answer(answer: dict[str, Any]) -> StepReport | OpsError:
@@ -241,9 +250,11 @@ class Ops:
         kinds: Sequence[str] | None = None,
         max_steps: int = 1,
         lease_seconds: int | None = None,
-    ) -> tuple[list[StepReport | OpsError], list[ClaimedStep]]:
+    ) -> ReportAndClaim:
         """`report`, then `claim` up to `max_steps` (0: none) in the same transaction and round trip
-        (ops_report_and_claim). Not retried: a lost answer may have claimed steps (see the worker's orphans)."""
+        (ops_report_and_claim). `busy`: a limited kind was skipped because another claimer held its lock (this
+        call never waits for one): claim again, without reports, to wait for it. Not retried: a lost answer may
+        have claimed steps (see the worker's orphans)."""
         params = {
             "worker_id": worker_id,
             "reports": [r.to_json() for r in results] or None,
@@ -252,7 +263,11 @@ class Ops:
             "lease_seconds": lease_seconds,
         }
         data = self.call("ops_report_and_claim", params)
-        return [_report_answer(a) for a in data["reports"]], [ClaimedStep.from_json(s) for s in data["claimed"]]
+        return ReportAndClaim(
+            [_report_answer(a) for a in data["reports"]],
+            [ClaimedStep.from_json(s) for s in data["claimed"]],
+            bool(data.get("busy")),
+        )
 
     def extend_lease(
         self, step_id: int, attempt: int, lease_seconds: int | None = None, *, retry: bool = True

@@ -191,11 +191,23 @@ def test_batch_reports_answer_each_report_and_ride_with_the_next_claim(ops: Ops)
     with pytest.raises(InvalidInput, match=r"reports\[0\]\.attempt must be from 1 to 100"):
         ops.report([StepResult(a.id, 0)])
     # The stale attempt is answered, and the step a report promoted is claimed in the same call.
-    reports, claimed = ops.report_and_claim("w", [StepResult(a.id, a.attempt + 1)], ["analyze"], max_steps=5)
+    reports, claimed, busy = ops.report_and_claim("w", [StepResult(a.id, a.attempt + 1)], ["analyze"], max_steps=5)
+    assert not busy
     assert isinstance(reports[0], Conflict)
     assert "is no longer running" in reports[0].message
     assert [(c.kind, c.mission_id) for c in claimed] == [("analyze", a.mission_id)]
-    assert ops.report_and_claim("w", [], None, max_steps=0) == ([], [])
+    assert ops.report_and_claim("w", [], None, max_steps=0) == ([], [], False)
+
+
+def test_report_and_claim_never_waits_for_a_busy_kind_lock_and_says_so(ops: Ops, db_url: str) -> None:
+    ops.set_policy("worker_policy", {"kinds": {"crawl": {"max_running": 5}}}, "tester")
+    ops.propose("brain", "two", [step("crawl"), step("crawl")])
+    [first] = ops.claim("w", kinds=["crawl"])
+    with psycopg.connect(db_url) as holder:  # another claimer, mid-claim: it holds the kind's lock
+        holder.execute("select pg_advisory_xact_lock(hashtextextended('agent-ops:kind_limit:crawl', 0))")
+        reports, claimed, busy = ops.report_and_claim("w", [StepResult(first.id, first.attempt)], ["crawl"], 5)
+        assert (reports[0].status, claimed, busy) == ("succeeded", [], True)
+    assert [s.position for s in ops.claim("w", kinds=["crawl"])] == [1], "claimed once the lock is free"
 
 
 def test_usage_and_days_the_database_refuses_name_the_field(ops: Ops, conn: psycopg.Connection) -> None:

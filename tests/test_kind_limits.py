@@ -115,11 +115,6 @@ def test_16_reporters_overshoot_a_budget_only_by_the_steps_running_at_the_crossi
     assert "failed" not in race.left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQL (20261203007000 ops_report_steps): a call's steps are all marked succeeded before their spend is "
-    "recorded one by one, so budget:exhausted's `running` leaves out the call's reports after the crossing one",
-)
 def test_a_batch_report_that_crosses_a_budget_counts_its_later_reports_as_running(db_url: str) -> None:
     """Without concurrency: 0.90 USD spent of 1.00, then one ops_report_steps call reports two steps at 0.10.
     The first crosses the budget; the second was running when it did and adds 0.10 after it, so the crossing

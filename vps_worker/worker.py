@@ -218,35 +218,14 @@ class Worker:
             sent = time.monotonic()
             lease = self.settings.lease_seconds
             try:
-                if not pending:
-                    if free <= 0:
-                        return []
-                    return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
-                try:
-                    answers, steps = self.ops.report_and_claim(
-                        self.settings.worker_id,
-                        [p.result for p in pending],
-                        self.kinds,
-                        max_steps=min(free + len(pending), MAX_CLAIM),
-                        lease_seconds=lease,
-                    )
-                except TransportError:
-                    raise
-                except OpsError as refused:
-                    # One result the database refuses (an output too large ...) refuses the whole call: each
-                    # goes out alone, where it is handled as before; the claim goes on without them.
-                    log.info("batch report refused (%s); sending those results one by one", refused.message)
-                    give_back()
-                    if free <= 0:
-                        return []
-                    return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
-                answer(pending, answers)
-                pending = []
-                return steps
+                if pending:
+                    sending, pending = pending, []
+                    return self._report_and_claim(sending, free, lease)
+                if free <= 0:
+                    return []
+                return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
             except TransportError:
-                # It may have committed with its answer lost: look for orphans once we are back. The results
-                # go out alone (a repeat of one that committed is answered as a duplicate).
-                give_back()
+                # It may have committed with its answer lost: look for orphans once we are back.
                 self._orphans_possible = True
                 raise
 
@@ -265,6 +244,40 @@ class Worker:
             self._orphans_possible = False
             self._release_orphans(exclude={s.id for s in claimed})
         return [(step, sent) for step in claimed]
+
+    def _report_and_claim(self, pending: list[PendingReport], free: int, lease: int | None) -> list[ClaimedStep]:
+        """Send the waiting results with a claim for the free slots and those they free; every result is
+        answered on the way out, with None when it must go alone (reports.py)."""
+        try:
+            return self._send_reports(pending, free, lease)
+        finally:
+            answer(pending, None)  # whatever went wrong, no result waits for an answer that never comes
+
+    def _send_reports(self, pending: list[PendingReport], free: int, lease: int | None) -> list[ClaimedStep]:
+        want = min(free + len(pending), MAX_CLAIM)
+        try:
+            answers, steps, busy = self.ops.report_and_claim(
+                self.settings.worker_id, [p.result for p in pending], self.kinds, want, lease
+            )
+        except TransportError:
+            answer(pending, None)  # a repeat of one that committed is answered as a duplicate
+            raise
+        except OpsError as refused:
+            # One result the database refuses (an output too large ...) refuses the whole call: each goes out
+            # alone, where it is handled as before; the claim goes on without them.
+            log.info("batch report refused (%s); sending those results one by one", refused.message)
+            answer(pending, None)
+            if free <= 0:
+                return []
+            return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
+        answer(pending, answers)
+        if busy and len(steps) < want:
+            # A limited kind's lock was busy (that call never waits with reports in it): now that the reports
+            # are in, wait for it with a plain claim.
+            steps += self.ops.claim(
+                self.settings.worker_id, self.kinds, max_steps=want - len(steps), lease_seconds=lease
+            )
+        return steps
 
     def _release_orphans(self, exclude: set[int]) -> None:
         """Steps the database says this worker holds but it is not running: claims whose answer was lost.

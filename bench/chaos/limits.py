@@ -82,16 +82,7 @@ def run(steps: int, full: bool = False) -> dict[str, object]:
         spent: list[dict[str, object]] = []
         for scope, via, reporters, queued, limit in budgets:
             progress(f"R7: {reporters} reporters, {queued} llm steps at 0.10 USD, a {scope} budget of {limit} ({via})")
-            # Batch reports one step at a time: see budget_race on a batch crossing the budget.
-            budget = budget_race(
-                next(fresh),
-                reporters,
-                queued,
-                limit_usd=limit,
-                scope=scope,
-                via=via,
-                max_steps=2 if via == "single" else 1,
-            )
+            budget = budget_race(next(fresh), reporters, queued, limit_usd=limit, scope=scope, via=via, max_steps=2)
             spent.append(budget.figures())
             failures += [f"{scope} budget ({via}): {problem}" for problem in budget.problems()]
         figures["budgets"] = spent

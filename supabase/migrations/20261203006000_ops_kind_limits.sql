@@ -104,6 +104,9 @@ $$;
 
 -- How many steps of a limited kind one claim may take now, and the time to stamp them with. Takes the kind's
 -- lock first: it is held until the claim commits, so the counts below cannot go stale before the claim lands.
+-- A claim that must not wait (agent_ops.claim_nowait = on: ops_report_and_claim, whose reports would hold
+-- their finished steps' slots while it queued behind other claimers) only tries the lock: busy, the kind
+-- gets 0 this time and agent_ops.claim_busy is set, so the caller can claim again once its reports are in.
 create or replace function ops_internal.kind_allowance(kind text, worker_policy jsonb, out allowed integer, out at timestamptz)
 returns record
 language plpgsql
@@ -116,7 +119,17 @@ declare
   running integer;
   recent integer;
 begin
-  perform ops_internal.lock('kind_limit:' || kind_allowance.kind);
+  if pg_catalog.current_setting('agent_ops.claim_nowait', true) = 'on' then
+    if not pg_catalog.pg_try_advisory_xact_lock(
+             pg_catalog.hashtextextended('agent-ops:kind_limit:' || kind_allowance.kind, 0)) then
+      perform pg_catalog.set_config('agent_ops.claim_busy', 'on', true);
+      allowed := 0;
+      at := pg_catalog.clock_timestamp();
+      return;
+    end if;
+  else
+    perform ops_internal.lock('kind_limit:' || kind_allowance.kind);
+  end if;
   -- After the lock: the statement's snapshot sees every claim committed by the lock's previous holders.
   at := pg_catalog.clock_timestamp();
   allowed := 100;

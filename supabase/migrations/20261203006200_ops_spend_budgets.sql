@@ -193,7 +193,10 @@ $$;
 
 -- Add one report's usage to its agent's day and to the global day; the report that crosses a limit writes
 -- budget:exhausted. The exclusive 'spend' lock orders reports against spending claims (see the header).
-create or replace function ops_internal.record_spend(step public.ops_mission_steps, usage jsonb)
+-- `also`: steps reported later in the same call (ops_report_steps), already marked finished but still running
+-- at this report's moment: the event's `running` counts them.
+create or replace function ops_internal.record_spend(
+  step public.ops_mission_steps, usage jsonb, also bigint[] default '{}')
 returns void
 language plpgsql
 volatile
@@ -230,7 +233,8 @@ begin
         'limit_usd', limits.usd, 'limit_tokens', limits.tokens, 'crossed_by_step', step.id,
         'running', (select pg_catalog.count(*) from public.ops_mission_steps s
                       join public.ops_missions m on m.id = s.mission_id
-                     where s.status = 'running' and s.kind = any (ops_internal.spending_kinds(budgets))
+                     where (s.status = 'running' or s.id = any (also))
+                       and s.kind = any (ops_internal.spending_kinds(budgets))
                        and (who = '*' or m.agent_id = who)))),
       mission_id => step.mission_id, step_id => step.id);
   end loop;

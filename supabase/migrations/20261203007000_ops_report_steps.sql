@@ -13,7 +13,9 @@
 --
 -- ops_report_and_claim(worker_id, reports, kinds, max_steps, lease_seconds) does that and then claims up to
 -- max_steps (0: none) in the same transaction, so a worker's finished steps and its next work cost one round
--- trip; the claim sees the reports' effects (a step promoted by a report can be claimed at once).
+-- trip; the claim sees the reports' effects (a step promoted by a report can be claimed at once). Its claim
+-- never waits for a limited kind's lock (the reports would hold their steps' slots meanwhile): a kind whose
+-- lock is busy is skipped and the answer says `busy`, so the worker claims again, without reports, at once.
 
 -- One report, checked: the normalized item, or PT400 naming reports[i].<field>.
 create or replace function ops_internal.check_report(item jsonb, path text)
@@ -187,13 +189,18 @@ begin
 
     changed := array(select c from public.ops_mission_steps c where c.id = any (changed_ids) order by c.id);
 
-    -- Spend and the breaker, per report that carries them.
+    -- Spend, in report order; a budget's `running` at a crossing also counts the reports after it in this call
+    -- (finished above, but running at that report's moment).
     for spent in
-      select c as step, e -> 'usage' as usage from pg_catalog.unnest(changed) as c
+      select c as step, e -> 'usage' as usage,
+             array(select (l ->> 'step_id')::bigint from pg_catalog.jsonb_array_elements(fresh) l
+                    where (l ->> 'n')::integer > (e ->> 'n')::integer) as later
+        from pg_catalog.unnest(changed) as c
         join pg_catalog.jsonb_array_elements(fresh) e on (e ->> 'step_id')::bigint = c.id
        where e -> 'usage' <> 'null'::jsonb
+       order by (e ->> 'n')::integer
     loop
-      perform ops_internal.record_spend(spent.step, spent.usage);
+      perform ops_internal.record_spend(spent.step, spent.usage, spent.later);
     end loop;
     if exists (select 1 from public.ops_kind_breakers b
                 where b.kind in (select c.kind from pg_catalog.unnest(changed) as c)
@@ -267,10 +274,14 @@ begin
     answers := public.ops_report_steps(ops_report_and_claim.reports);
   end if;
   if ops_report_and_claim.max_steps > 0 then
+    perform pg_catalog.set_config('agent_ops.claim_nowait', 'on', true);
+    perform pg_catalog.set_config('agent_ops.claim_busy', 'off', true);
     claimed := public.ops_claim_next_step(ops_report_and_claim.worker_id, ops_report_and_claim.kinds,
                                           ops_report_and_claim.max_steps, ops_report_and_claim.lease_seconds);
+    perform pg_catalog.set_config('agent_ops.claim_nowait', 'off', true);
   end if;
-  return pg_catalog.jsonb_build_object('reports', answers, 'claimed', claimed);
+  return pg_catalog.jsonb_build_object('reports', answers, 'claimed', claimed,
+    'busy', coalesce(pg_catalog.current_setting('agent_ops.claim_busy', true) = 'on', false));
 end;
 $$;
 

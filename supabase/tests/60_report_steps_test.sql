@@ -65,7 +65,7 @@ create temp table rc as select public.ops_report_and_claim('w1', jsonb_build_arr
   jsonb_build_object('step_id', (select id from c where n = 3), 'attempt', 1, 'error', 'flaky')), array['noop'], 5) as a;
 select is((select jsonb_array_length(a -> 'claimed') from rc), 3,
   'reports (a duplicate here) and claims in one call: the two promoted steps and the retried one');
-select is(public.ops_report_and_claim('w1', null, null, 0), '{"reports": [], "claimed": []}'::jsonb, 'max_steps 0 claims nothing');
+select is(public.ops_report_and_claim('w1', null, null, 0), '{"reports": [], "claimed": [], "busy": false}'::jsonb, 'max_steps 0 claims nothing');
 
 select * from finish();
 rollback;

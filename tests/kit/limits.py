@@ -457,12 +457,8 @@ def budget_race(
     """`reporters` threads claim the spender's `steps` queued llm steps, hold each a random `hold` seconds and
     complete it reporting `cost_usd`, until nothing is queued or the budget (`limit_usd`, the spender's own or
     the global one) is exhausted. `via`: how steps are reported and claimed (`report_and_claim`); the
-    reporters claim 1 to `max_steps` steps at a time (by turns).
-
-    With via "batch" and max_steps > 1 the check fails today for an SQL reason, not a race: ops_report_steps
-    marks all of a call's steps succeeded before it records their spend one by one, so when one report crosses
-    the budget the call's later reports are no longer counted in budget:exhausted's `running`, yet their spend
-    is added after it (tests/test_kind_limits.py reproduces it without concurrency)."""
+    reporters claim 1 to `max_steps` steps at a time (by turns). With via "batch" a call reports several steps:
+    when one crosses the budget, the call's later reports count as running at the crossing (they were)."""
     assert via in VIAS, via
     limit, cost = Decimal(limit_usd), Decimal(cost_usd)
     budget = {"per_agent": {SPENDER: {"daily_usd": float(limit)}}} if scope == "agent" else {"daily_usd": float(limit)}
