@@ -200,6 +200,7 @@ class Step(_FromJson):
     lease_expires_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    usage: dict[str, Any] | None = None  # what its reported attempts spent (tokens_in, tokens_out, cost_usd, model)
 
     @property
     def duration_seconds(self) -> float | None:

@@ -170,6 +170,7 @@ def test_usage_is_stored_on_the_step_summed_per_day_and_priced_from_model_prices
     assert today is not None
     assert (today.day, today.exhausted, [a.day for a in today.agents]) == (day, ["brain"], [None, None])
     assert ops.spend(days=1).days == spend.days, "today only"
+    assert [s.usage for s in ops.steps(kind="crawl")] == [stored[first.id]], "the read API shows a step's usage"
 
 
 def test_batch_reports_answer_each_report_and_ride_with_the_next_claim(ops: Ops) -> None:

@@ -179,16 +179,25 @@ as $$
 $$;
 
 -- The agents whose spending steps are held today; '*' when the global budget is exhausted (all are held).
+-- A limit of 0 is exhausted before anything is spent: '*' for a global or default per-agent 0, the agent for
+-- its own.
 create or replace function ops_internal.held_agents(budgets jsonb)
 returns text[]
 language sql
 stable
 set search_path = pg_catalog, pg_temp
 as $$
-  select coalesce(pg_catalog.array_agg(d.agent_id order by d.agent_id), '{}')
-    from public.ops_spend_daily d
-   where budgets is not null and d.day = (pg_catalog.now() at time zone 'UTC')::date
-     and ops_internal.budget_exhausted(budgets, d.agent_id, d.cost_usd, d.tokens_in + d.tokens_out);
+  select coalesce(pg_catalog.array_agg(distinct h.agent_id order by h.agent_id), '{}')
+    from (select d.agent_id
+            from public.ops_spend_daily d
+           where budgets is not null and d.day = (pg_catalog.now() at time zone 'UTC')::date
+             and ops_internal.budget_exhausted(budgets, d.agent_id, d.cost_usd, d.tokens_in + d.tokens_out)
+          union all
+          select '*' where ops_internal.budget_exhausted(budgets, '*', 0, 0)
+                        or (budgets ->> 'agent_daily_usd')::numeric = 0 or (budgets ->> 'agent_daily_tokens')::bigint = 0
+          union all
+          select a.key from pg_catalog.jsonb_each(coalesce(budgets -> 'per_agent', '{}'::jsonb)) as a
+           where ops_internal.budget_exhausted(budgets, a.key, 0, 0)) as h;
 $$;
 
 -- Add one report's usage to its agent's day and to the global day; the report that crosses a limit writes
@@ -212,7 +221,9 @@ declare
   after public.ops_spend_daily;
   limits record;
 begin
-  perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('agent-ops:spend', 0));
+  if budgets is not null then  -- without budgets nothing can be crossed and no claim takes the shared lock
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('agent-ops:spend', 0));
+  end if;
   foreach who in array array[agent, '*'] loop
     insert into public.ops_spend_daily as d (day, agent_id, tokens_in, tokens_out, cost_usd, steps)
     values (today, who, coalesce((usage ->> 'tokens_in')::bigint, 0), coalesce((usage ->> 'tokens_out')::bigint, 0),
@@ -241,6 +252,7 @@ begin
 end;
 $$;
 
+-- The agent's and the global day, spent or not (a limit of 0 refuses before anything is spent).
 create or replace function ops_internal.gate_budget(agent_id text)
 returns text
 language sql
@@ -248,17 +260,18 @@ stable
 set search_path = pg_catalog, pg_temp
 as $$
   select pg_catalog.format('%s (%s USD, %s tokens today; limits %s USD, %s tokens)',
-           case when d.agent_id = '*' then 'global daily budget exhausted'
-                else 'daily budget exhausted for ' || d.agent_id end,
-           pg_catalog.round(d.cost_usd, 4), d.tokens_in + d.tokens_out,
+           case when w.who = '*' then 'global daily budget exhausted'
+                else 'daily budget exhausted for ' || w.who end,
+           pg_catalog.round(coalesce(d.cost_usd, 0), 4), coalesce(d.tokens_in + d.tokens_out, 0),
            coalesce(b.usd::text, 'no'), coalesce(b.tokens::text, 'no'))
-    from public.ops_spend_daily d
-   cross join lateral ops_internal.agent_budget(ops_internal.policy('budgets'), d.agent_id) as b
+    from (values ('*'), (gate_budget.agent_id)) as w(who)
+    left join public.ops_spend_daily d
+      on d.day = (pg_catalog.now() at time zone 'UTC')::date and d.agent_id = w.who
+   cross join lateral ops_internal.agent_budget(ops_internal.policy('budgets'), w.who) as b
    where exists (select 1 from public.ops_policy p where p.key = 'budgets')
-     and d.day = (pg_catalog.now() at time zone 'UTC')::date and d.agent_id in (gate_budget.agent_id, '*')
-     and ops_internal.budget_exhausted(ops_internal.policy('budgets'), d.agent_id, d.cost_usd,
-                                       d.tokens_in + d.tokens_out)
-   order by d.agent_id = '*' desc
+     and ops_internal.budget_exhausted(ops_internal.policy('budgets'), w.who, coalesce(d.cost_usd, 0),
+                                       coalesce(d.tokens_in + d.tokens_out, 0))
+   order by w.who = '*' desc
    limit 1;
 $$;
 

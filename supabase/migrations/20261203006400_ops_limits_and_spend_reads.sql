@@ -1,5 +1,5 @@
--- Reading the limits and the spend: ops_list_spend(days) per agent and UTC day with each one's limits, and
--- ops_status gains spend_today (per agent and global, with limits) and limits (per limited kind: running and
+-- Reading the limits and the spend: ops_list_spend(days) per agent and UTC day with each one's limits, the
+-- read API's steps show their usage, and ops_status gains spend_today (per agent and global, with limits) and limits (per limited kind: running and
 -- max_running, the last minute's hand-outs and per_minute).
 
 -- One day's spend row with its limits.
@@ -50,6 +50,22 @@ as $$
                        where s.status = 'queued' and s.kind = k.kind)))), '{}'::jsonb)
     from pg_catalog.jsonb_each(coalesce(ops_internal.policy('worker_policy') -> 'kinds', '{}'::jsonb)) as k(kind, settings)
    where k.settings ?| array['max_running', 'per_minute'];
+$$;
+
+-- A step as the read API shows it, now with what it spent.
+create or replace function ops_internal.step_json(step public.ops_mission_steps)
+returns jsonb
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+  select pg_catalog.jsonb_build_object(
+    'id', step.id, 'mission_id', step.mission_id, 'position', step.position, 'kind', step.kind,
+    'status', step.status, 'payload', step.payload, 'output', step.output, 'last_error', step.last_error,
+    'depends_on', step.depends_on, 'attempt', step.attempt, 'max_attempts', step.max_attempts,
+    'priority', step.priority, 'run_after', step.run_after, 'reserved_by', step.reserved_by,
+    'lease_expires_at', step.lease_expires_at, 'started_at', step.started_at, 'finished_at', step.finished_at,
+    'created_at', step.created_at, 'usage', step.usage);
 $$;
 
 select ops_internal.revoke_api_execute();

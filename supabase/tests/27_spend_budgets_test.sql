@@ -1,7 +1,7 @@
 -- Spend budgets: usage on reports (checked, priced, stored per step, summed per agent and day), the budget
 -- gate, spending steps held at claim time, and one budget:exhausted per crossing.
 begin;
-select plan(27);
+select plan(30);
 
 -- Policies are checked.
 select throws_ok($$select public.ops_set_policy('model_prices', '{"gpt-x": {"input_per_million": -1, "output_per_million": 1}}', 't')$$,
@@ -74,6 +74,14 @@ select is((select count(*)::int from public.ops_agent_events where type = 'budge
 select is(ops_internal.held_agents(ops_internal.policy('budgets')), array['*'], 'the global budget holds every agent');
 select is(public.ops_create_proposal('{"agent_id": "newcomer", "title": "x", "steps": [{"kind": "crawl"}]}') ->> 'reason',
   'global daily budget exhausted (0.0220 USD, 1500 tokens today; limits 0.02 USD, no tokens)', 'and refuses everyone');
+
+-- A limit of 0 holds and refuses before anything is spent.
+select public.ops_set_policy('budgets', '{"per_agent": {"fresh": {"daily_usd": 0}}}', 't');
+select is(ops_internal.held_agents(ops_internal.policy('budgets')), array['fresh'], 'a zero budget holds the agent at once');
+select is(ops_internal.gate_budget('fresh'), 'daily budget exhausted for fresh (0.0000 USD, 0 tokens today; limits 0 USD, no tokens)',
+  'and refuses its proposals');
+select public.ops_set_policy('budgets', '{"agent_daily_tokens": 0}', 't');
+select ok('*' = any (ops_internal.held_agents(ops_internal.policy('budgets'))), 'a zero default holds every agent');
 
 select * from finish();
 rollback;
