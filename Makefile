@@ -19,7 +19,7 @@ help:
 	@echo "make run    set up, start the embedded Postgres, migrate, run the live loop and the console (DEMO_SECONDS=N to stop)"
 	@echo "make test   set up, then ruff, mypy, deno check/lint, pgTAP, pytest (incl. Supabase CLI and Edge Function checks), the short chaos suite"
 	@echo "make bench  P1-P7 benchmarks against the raw Postgres ceiling and peers (about 6 minutes)"
-	@echo "make chaos  the full chaos suite R1-R6 (make chaos-short: the form make test runs)"
+	@echo "make chaos  the full chaos suite R1-R7 (make chaos-short: the form make test runs)"
 	@echo "make stop   stop the embedded Postgres"
 
 setup: system-deps $(VENV)/.installed node_modules/.installed

@@ -9,6 +9,7 @@
   a condition;
 - `recorded`: the `recorded` executor, which notes every execution outside Postgres, and the tally of it;
 - `trickle`: an HTTP server answering a byte at a time, which only a request's total deadline ends;
+- `limits`: the races of the fleet-wide limits and the budgets (max_running, per_minute, spend), R7's;
 - `workload` and `races`: the seeded scenarios behind the invariants that are checked at a small size in
   tests/ and at large sizes by the chaos suite (docs/architecture.md, "The five invariants").
 
