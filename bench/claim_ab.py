@@ -15,18 +15,11 @@ import io
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
-
-from agent_ops.client import Ops
-from agent_ops.config import Settings
-from agent_ops.migrations import apply_seed, migrate
-from bench.claim_latency import QUEUED, WARMUP, claim_and_complete
-from bench.common import percentile, progress, write_history
-from tests.kit.database import MIGRATIONS, QUOTA_KEYS, ROOT, SEED, scratch_database, set_policies
+from bench.claim_latency import claim_and_complete, claim_database
+from bench.common import percentile, progress
+from tests.kit.database import ROOT
 
 ROUNDS = 10
 CLAIMS_PER_ROUND = 80
@@ -43,31 +36,12 @@ def schema_at(revision: str, into: Path) -> tuple[Path, Path]:
     return into / "supabase" / "migrations", into / "supabase" / "seed.sql"
 
 
-@contextmanager
-def claim_database(migrations: Path, seed: Path) -> Iterator[Ops]:
-    with scratch_database("bench_claim_ab") as url:
-        migrate(url, migrations)
-        apply_seed(url, seed)
-        set_policies(url, {"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}}, QUOTA_KEYS)
-        with psycopg.connect(url, autocommit=True) as conn:
-            write_history(conn, missions=1_000 // 3, events=0)
-            conn.execute(
-                "select public.ops_create_proposal(jsonb_build_object('agent_id', 'bench', 'title', 'claim ' || g,"
-                " 'steps', '[{\"kind\": \"noop\"}]'::jsonb)) from generate_series(1, %s) g",
-                (QUEUED,),
-            )
-            conn.execute(b"vacuum analyze")
-        with Ops(Settings.load(database_url=url, transport="direct", pool_size=1)) as ops:
-            claim_and_complete(ops, WARMUP)
-            yield ops
-
-
 def run(base: str) -> dict[str, object]:
     base_ms: list[float] = []
     head_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         base_migrations, base_seed = schema_at(base, Path(tmp))
-        with claim_database(base_migrations, base_seed) as before, claim_database(MIGRATIONS, SEED) as after:
+        with claim_database(1_000, (base_migrations, base_seed)) as before, claim_database(1_000) as after:
             for n in range(ROUNDS):
                 progress(f"claim A/B: round {n + 1}/{ROUNDS}")
                 base_ms += claim_and_complete(before, CLAIMS_PER_ROUND)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
 from agent_ops.client import Ops
 from agent_ops.config import Settings
+from agent_ops.migrations import apply_seed, migrate
 from bench.common import percentile, progress, write_history
-from tests.kit.database import QUOTA_KEYS, migrate_and_seed, scratch_database
+from tests.kit.database import MIGRATIONS, QUOTA_KEYS, SEED, scratch_database, set_policies
 
 QUEUED = 1000
 ROUNDS = 6
@@ -27,12 +29,13 @@ WARMUP = 50
 
 
 @contextmanager
-def claim_database(finished_steps: int) -> Iterator[Ops]:
-    """A client on a database with `finished_steps` finished steps and QUEUED queued noop steps."""
+def claim_database(finished_steps: int, schema: tuple[Path, Path] = (MIGRATIONS, SEED)) -> Iterator[Ops]:
+    """A client on a database with `finished_steps` finished steps and QUEUED queued noop steps; `schema`: the
+    migrations folder and seed to build it from (bench.claim_ab compares two)."""
     with scratch_database("bench_p5") as url:
-        migrate_and_seed(
-            url, policy={"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}}, drop_keys=QUOTA_KEYS
-        )
+        migrate(url, schema[0])
+        apply_seed(url, schema[1])
+        set_policies(url, {"auto_approve": {"enabled": True, "allowed_step_kinds": ["noop"]}}, QUOTA_KEYS)
         with psycopg.connect(url, autocommit=True) as conn:
             write_history(conn, missions=finished_steps // 3, events=0)
             conn.execute(
