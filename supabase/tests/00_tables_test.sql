@@ -7,7 +7,7 @@ select tables_are('public', array[
   'ops_policy', 'ops_agent_reactions', 'ops_trigger_rules', 'ops_action_runs', 'ops_workers',
   'ops_kind_breakers', 'ops_queue_stalls', 'ops_notifications', 'ops_notification_cursors',
   'ops_metrics_minutely', 'ops_metrics_system_minutely', 'ops_metrics_totals', 'ops_metrics_state',
-  'ops_kind_claims', 'ops_spend_daily'
+  'ops_kind_claims', 'ops_spend_daily', 'ops_gate_counters'
 ], 'public holds exactly the ops tables');
 
 select has_pk('public', t, t || ' has a primary key')
