@@ -121,25 +121,46 @@ def summary(results: dict[str, Any]) -> list[dict[str, str]]:
                     f"raw {_f(raw)} jobs/s" if raw else "",
                     _f(rate / raw, 2) if raw else "",
                 )
-        # The step cycle against each peer, same worker count, same run (issue 15's goals).
+        # The step cycle against each peer, same worker count, same run (issue 15's goals). "Best" is each
+        # engine's faster measured configuration in this run: a peer's documented tuning that happened to run
+        # slower here than one at a time must not flatter agent-ops.
         ours = p1_by_workers.get(n)
         if ours is None:
             continue
-        for ours_key, ours_label, peer, peer_key, target in (
-            ("batch_steps_per_s", "batch of 16", "pgqueuer", "_best", TARGETS["vs_pgqueuer_best"]),
-            ("batch_steps_per_s", "batch of 16", "procrastinate", "_best", TARGETS["vs_procrastinate_best"]),
-            ("steps_per_s", "1 at a time", "pgqueuer", "", TARGETS["vs_pgqueuer_one"]),
-        ):
-            theirs = row.get(f"{peer}{peer_key}_jobs_per_s")
+
+        def best(peer: str, row: dict[str, Any] = row) -> tuple[str, float]:
+            measured = [(mode, row.get(f"{peer}{key}_jobs_per_s")) for mode, key in (("best", "_best"), ("one", ""))]
+            mode, rate = max(((m, r) for m, r in measured if r), key=lambda m: m[1], default=("", 0.0))
+            return labels.get(peer, {}).get(mode, mode), float(rate or 0.0)
+
+        ours_best = max(
+            ("batch of 16", ours["batch_steps_per_s"]), ("1 at a time", ours["steps_per_s"]), key=lambda m: m[1]
+        )
+        comparisons = [
+            ("best", ours_best, "pgqueuer", best("pgqueuer"), TARGETS["vs_pgqueuer_best"]),
+            ("best", ours_best, "procrastinate", best("procrastinate"), TARGETS["vs_procrastinate_best"]),
+        ]
+        one = row.get("pgqueuer_jobs_per_s")
+        if one:
+            pgqueuer_one = (labels.get("pgqueuer", {}).get("one", "one at a time"), float(one))
+            comparisons.append(
+                (
+                    "1 at a time",
+                    ("1 at a time", ours["steps_per_s"]),
+                    "pgqueuer",
+                    pgqueuer_one,
+                    TARGETS["vs_pgqueuer_one"],
+                )
+            )
+        for what, (ours_label, ours_rate), peer, (their_label, theirs), target in comparisons:
             if not theirs:
                 continue
-            mode = "best" if peer_key else "one"
             add(
                 "P2",
-                f"agent-ops {ours_label} vs {peer}, {n} worker(s)",
-                f"{_f(ours[ours_key])} steps/s",
-                f"{peer} {labels.get(peer, {}).get(mode, mode)} {_f(theirs)} jobs/s",
-                _f(ours[ours_key] / theirs, 2),
+                f"agent-ops {what} vs {peer}, {n} worker(s)",
+                f"{_f(ours_rate)} steps/s ({ours_label})",
+                f"{peer} {their_label} {_f(theirs)} jobs/s",
+                _f(ours_rate / theirs, 2),
                 target,
             )
     for row in results.get("P3", {}).get("rows", []):
