@@ -366,6 +366,10 @@ def test_every_rpc_the_package_uses_works_with_the_service_key_and_not_the_anon_
         ops.preview_trigger_rule("mission_failed")
         ops.delete_trigger_rule("mission_failed", "alice")
         ops.spend(days=3)
+        ops.propose("brain", "batch", [step("crawl")])
+        [batched] = ops.claim("w", kinds=["crawl"])
+        ops.report([StepResult(batched.id, batched.attempt)])
+        ops.report_and_claim("w", [StepResult(batched.id, batched.attempt)], ["crawl"], 1)
     assert used <= set(standin.calls), f"not exercised: {sorted(used - set(standin.calls))}"
 
     with Ops(rest_settings(standin, role="anon")) as anon:
@@ -383,6 +387,8 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "ops_claim_next_step": {"worker_id": "w"},
     "ops_complete_step": {"step_id": 1, "attempt": 1},
     "ops_fail_step": {"step_id": 1, "attempt": 1, "error": "e"},
+    "ops_report_steps": {"reports": [{"step_id": 1, "attempt": 1}]},
+    "ops_report_and_claim": {"worker_id": "w", "reports": None, "max_steps": 1},
     "ops_extend_lease": {"step_id": 1, "attempt": 1},
     "ops_release_step": {"step_id": 1, "attempt": 1, "reason": "r"},
     "ops_finalize_mission": {"mission_id": 1},

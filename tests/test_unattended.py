@@ -108,6 +108,12 @@ def test_left_alone_the_loop_alerts_times_out_and_heals(
                 "the next step on a freed slot",
             )
             assert took < 2 + 1 + 2, f"the slots freed {took:.1f}s after the hung steps started (timeout 2 s)"
+            # The timeout reports go out on threads of their own as the slots free: give them a moment.
+            wait_until(
+                lambda: scalar(conn, "select count(*) from ops_mission_steps where mission_id = any(%s)"
+                                     " and last_error = 'timed out after 2 s'", (hung,)) == 2,
+                10, "both timeout reports",
+            )  # fmt: skip
             for mission in hung:
                 status, error = conn.execute(
                     "select status, last_error from ops_mission_steps where mission_id = %s", (mission,)

@@ -93,8 +93,8 @@ declare
   probe_kind text;
   probe public.ops_mission_steps;
   budgets jsonb;
-  spending text[] := '{}';
-  held text[] := '{}';
+  spending text[] := '{}'::text[];
+  held text[] := '{}'::text[];
   limited text[];
   caps integer[];
   at timestamptz;

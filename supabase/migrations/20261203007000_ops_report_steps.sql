@@ -84,7 +84,7 @@ declare
   ids bigint[];
   missions bigint[];
   fresh jsonb;
-  changed_ids bigint[] := '{}';
+  changed_ids bigint[] := '{}'::bigint[];
   changed public.ops_mission_steps[];
   done public.ops_mission_steps[];
   step public.ops_mission_steps;
