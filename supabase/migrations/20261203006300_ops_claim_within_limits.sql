@@ -154,7 +154,9 @@ begin
       end if;
     end if;
   end if;
-  limited := ops_internal.limited_kinds(worker_policy, wanted);
+  -- Most deployments set no limits: skip the lookup when no kind has settings at all.
+  limited := case when coalesce(worker_policy -> 'kinds', '{}'::jsonb) = '{}'::jsonb then '{}'::text[]
+                  else ops_internal.limited_kinds(worker_policy, wanted) end;
 
   if pg_catalog.cardinality(limited) = 0 and pg_catalog.cardinality(held) = 0 then
     select coalesce(pg_catalog.jsonb_agg(ops_internal.claimed_step(c) order by c.priority desc, c.run_after, c.id),
