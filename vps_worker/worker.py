@@ -260,8 +260,7 @@ class Worker:
                 self.settings.worker_id, [p.result for p in pending], self.kinds, want, lease
             )
         except TransportError:
-            answer(pending, None)  # a repeat of one that committed is answered as a duplicate
-            raise
+            raise  # the caller's finally sends them alone: a repeat of one that committed is a duplicate
         except OpsError as refused:
             # One result the database refuses (an output too large ...) refuses the whole call: each goes out
             # alone, where it is handled as before; the claim goes on without them.

@@ -252,7 +252,8 @@ begin
 end;
 $$;
 
--- The agent's and the global day, spent or not (a limit of 0 refuses before anything is spent).
+-- The agent's and the global day, spent or not (a limit of 0 refuses before anything is spent). The policy is
+-- read once: this runs for every proposal.
 create or replace function ops_internal.gate_budget(agent_id text)
 returns text
 language sql
@@ -264,13 +265,13 @@ as $$
                 else 'daily budget exhausted for ' || w.who end,
            pg_catalog.round(coalesce(d.cost_usd, 0), 4), coalesce(d.tokens_in + d.tokens_out, 0),
            coalesce(b.usd::text, 'no'), coalesce(b.tokens::text, 'no'))
-    from (values ('*'), (gate_budget.agent_id)) as w(who)
+    from public.ops_policy p
+   cross join (values ('*'), (gate_budget.agent_id)) as w(who)
     left join public.ops_spend_daily d
       on d.day = (pg_catalog.now() at time zone 'UTC')::date and d.agent_id = w.who
-   cross join lateral ops_internal.agent_budget(ops_internal.policy('budgets'), w.who) as b
-   where exists (select 1 from public.ops_policy p where p.key = 'budgets')
-     and ops_internal.budget_exhausted(ops_internal.policy('budgets'), w.who, coalesce(d.cost_usd, 0),
-                                       coalesce(d.tokens_in + d.tokens_out, 0))
+   cross join lateral ops_internal.agent_budget(p.value, w.who) as b
+   where p.key = 'budgets'
+     and ops_internal.budget_exhausted(p.value, w.who, coalesce(d.cost_usd, 0), coalesce(d.tokens_in + d.tokens_out, 0))
    order by w.who = '*' desc
    limit 1;
 $$;
