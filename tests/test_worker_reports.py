@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 
 from agent_ops import Ops, step
+from agent_ops.models import StepResult
 from tests.kit.children import wait_until
 from tests.kit.database import scalar
 from tests.kit.settings import direct_settings
 from tests.test_worker import prepare
+from vps_worker import reports
 from vps_worker.config import WorkerSettings
 from vps_worker.executors import Executor, StepContext
 from vps_worker.worker import Worker
@@ -26,15 +29,18 @@ from vps_worker.worker import Worker
 
 @contextmanager
 def counted_worker(
-    db_url: str, executors: Mapping[str, Executor], **settings: Any
+    db_url: str, executors: Mapping[str, Executor], carried: list[int] | None = None, **settings: Any
 ) -> Iterator[tuple[Worker, Counter[str]]]:
-    """A running in-process worker and the RPCs it has sent so far, by name."""
+    """A running in-process worker and the RPCs it has sent so far, by name; `carried` gets the number of
+    reports of each batch call that had any."""
     calls: Counter[str] = Counter()
     with Ops(direct_settings(db_url, pool_size=4)) as worker_ops:
         send = worker_ops.call
 
         def counting(function: str, params: Mapping[str, Any] | None = None, *, retry: bool = False) -> Any:
             calls[function] += 1
+            if carried is not None and function == "ops_report_and_claim" and params and params.get("reports"):
+                carried.append(len(params["reports"]))
             return send(function, params, retry=retry)
 
         worker_ops.call = counting  # type: ignore[method-assign]
@@ -98,6 +104,49 @@ def test_a_result_the_database_refuses_is_sent_alone_and_the_others_still_succee
     # The refused batch's results were sent alone: the large one as a completion (refused), then as a failure.
     assert calls["ops_complete_step"] >= 1, calls
     assert calls["ops_fail_step"] == 1, calls
+
+
+def test_results_finishing_close_together_go_out_in_one_call(
+    db_url: str, conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop waits (up to the flush window) for the steps still running before it sends the results it has:
+    eight steps claimed together and finishing 40 ms apart go out in one call, not one call per finish."""
+    prepare(db_url)
+    monkeypatch.setattr(reports, "FLUSH_WINDOW", 5.0)  # wide, so that a slow machine cannot split them
+    carried: list[int] = []
+
+    def staggered(ctx: StepContext) -> dict[str, Any]:
+        time.sleep(0.04 * ctx.payload["n"])
+        return {}
+
+    with Ops(direct_settings(db_url)) as ops:
+        for n in range(8):
+            ops.propose("brain", f"staggered {n}", [step("alpha", {"n": n})])
+    with counted_worker(db_url, {"alpha": staggered}, concurrency=8, carried=carried) as (_, calls):
+        wait_until(finished(conn, 8), 30, "8 missions")
+    assert scalar(conn, "select count(*) from ops_mission_steps where status = 'succeeded'") == 8
+    assert carried == [8], f"reports per call: {carried}"
+    assert calls["ops_complete_step"] == 0, calls
+
+
+def test_gather_waits_for_running_steps_at_most_the_window() -> None:
+    queue = reports.ReportQueue()
+    started = time.monotonic()
+    queue.gather(lambda: 3, window=1.0)
+    assert time.monotonic() - started < 0.5, "nothing waiting: no wait"
+
+    queue.submit(StepResult(1, 1, {}, None, False, None))
+    started = time.monotonic()
+    queue.gather(lambda: 2, window=0.2)
+    took = time.monotonic() - started
+    assert 0.19 <= took < 1.0, f"one of two slots still running: waits the window ({took:.2f}s)"
+
+    threading.Timer(0.1, queue.submit, args=(StepResult(2, 1, {}, None, False, None),)).start()
+    started = time.monotonic()
+    queue.gather(lambda: 2, window=5.0)
+    took = time.monotonic() - started
+    assert took < 2.0, f"the last running step's result arrived: sent then, not at the window's end ({took:.2f}s)"
+    assert len(queue) == 2
 
 
 def test_with_batching_off_each_result_is_its_own_call(db_url: str, conn: psycopg.Connection) -> None:

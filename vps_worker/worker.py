@@ -164,6 +164,7 @@ class Worker:
         self.waker.drain()
         if self._stopping:
             return
+        self.reports.gather(self.runs.holding)
         free = self.settings.concurrency - self.runs.holding()
         claimed = self._claim(min(max(free, 0), MAX_CLAIM)) if free > 0 or len(self.reports) else []
         if claimed and self._stopping:
@@ -372,7 +373,8 @@ class Worker:
     def _execute(self, run: Run) -> None:
         outcome = "unreported"
         try:
-            log.info("step started", extra={"fields": self._fields(run)})
+            if log.isEnabledFor(logging.DEBUG):  # one INFO line per step ("step finished") is enough
+                log.debug("step started", extra={"fields": self._fields(run)})
             output, error, retryable = self._call_executor(run)
             outcome = self._report(run, output, error, retryable)
         finally:
