@@ -9,15 +9,19 @@
 -- primary key. Each lookup now goes through the primary key by construction: the claim updates
 -- `id = any (array(picked ids))`, the reports' updates add the same condition, and the reports' answers read
 -- each step with a lateral subquery (`offset 0` keeps the planner from flattening it back into a join).
--- Same rows, same locks, same order of locking, same results.
+-- The two claim functions become plpgsql, whose statements keep their plans for the session: a SQL function
+-- that cannot be inlined (it sets search_path) plans its UPDATE again on every call, about as long as a
+-- one-step claim takes to run. Same rows, same locks, same order of locking, same results.
 
 create or replace function ops_internal.claim_steps(
   worker text, kinds text[], batch integer, lease integer, worker_policy jsonb)
 returns setof public.ops_mission_steps
-language sql
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
+begin
+  return query
   with picked as (
     select c.id
       from pg_catalog.unnest(kinds) as k(kind)
@@ -40,16 +44,19 @@ as $$
            secs => ops_internal.worker_setting(worker_policy, s.kind, 'timeout_seconds'))
    where s.id = any (array(select picked.id from picked))
   returning s.*;
+end;
 $$;
 
 create or replace function ops_internal.claim_steps_within(
   worker text, kinds text[], caps integer[], batch integer, lease integer, worker_policy jsonb,
   held text[], spending text[], at timestamptz)
 returns setof public.ops_mission_steps
-language sql
+language plpgsql
 volatile
 set search_path = pg_catalog, pg_temp
 as $$
+begin
+  return query
   with picked as (
     select c.id
       from unnest(kinds, caps) as k(kind, cap)  -- the multi-argument form is FROM syntax, not a function
@@ -75,6 +82,7 @@ as $$
            secs => ops_internal.worker_setting(worker_policy, s.kind, 'timeout_seconds'))
    where s.id = any (array(select picked.id from picked))
   returning s.*;
+end;
 $$;
 
 create or replace function public.ops_report_steps(reports jsonb)
