@@ -3,6 +3,8 @@
 1. The database side: 2,100 claim + complete cycles (700 missions of 3 steps, drained) called directly
    (no Python worker), with pg_stat_statements tracking nested statements: mean time, calls per step and
    buffer hits of the statements inside ops_claim_next_step and ops_complete_step.
+   The same for the worker's batch call: ops_report_and_claim carrying 32 reports and claiming 32 steps,
+   60 times (1,920 steps), the shape of one `vps-worker --concurrency 32` on a backlog.
 2. Intake: 1,000 ops_create_proposal calls (P3's proposal: gates, auto-approve, a 3-step mission), the
    same way.
 3. The worker side (when py-spy is installed): one `vps-worker` working noop steps for 8 s, sampled by
@@ -21,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from agent_ops.text_table import table
 from bench.common import bench_processes, progress
@@ -64,6 +67,28 @@ def database_profile(template: str) -> None:
         rows = conn.execute(TOP.encode(), (CYCLES,)).fetchall()
     sys.stdout.write(
         f"\n## Database: {CYCLES} claim + complete cycles, {elapsed / CYCLES * 1000:.2f} ms per step "
+        f"(client round trips included)\n\n"
+    )
+    columns = ["mean_ms", "calls_each", "buffers", "query"]
+    sys.stdout.write(table([dict(zip(columns, r, strict=True)) for r in rows], columns, max_width=90) + "\n")
+
+
+def batch_profile(template: str, batch: int = 32, calls: int = 60) -> None:
+    with scratch_database("bench_profile", template=template) as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(b"create extension if not exists pg_stat_statements")
+        conn.execute(b"set pg_stat_statements.track = 'all'")
+        call = b"select public.ops_report_and_claim('profile', %s, array['noop'], %s, null)"
+        held = conn.execute(call, (None, batch)).fetchone()[0]["claimed"]  # type: ignore[index]
+        conn.execute(b"select pg_stat_statements_reset()")
+        started, steps = time.perf_counter(), 0
+        for _ in range(calls):
+            reports = [{"step_id": s["id"], "attempt": s["attempt"], "output": {}} for s in held]
+            held = conn.execute(call, (Jsonb(reports), batch)).fetchone()[0]["claimed"]  # type: ignore[index]
+            steps += len(reports)
+        elapsed = time.perf_counter() - started
+        rows = conn.execute(TOP.encode(), (steps,)).fetchall()
+    sys.stdout.write(
+        f"\n## Database: {calls} report-and-claim calls of {batch} steps, {elapsed / steps * 1000:.2f} ms per step "
         f"(client round trips included)\n\n"
     )
     columns = ["mean_ms", "calls_each", "buffers", "query"]
@@ -161,6 +186,8 @@ def main() -> int:
     try:
         progress(f"profile: {CYCLES} claim + complete cycles with pg_stat_statements")
         database_profile(small)
+        progress("profile: report-and-claim calls of 32 steps with pg_stat_statements")
+        batch_profile(large)
         progress("profile: 1,000 proposals with pg_stat_statements")
         intake_profile()
         progress("profile: one worker under py-spy")
