@@ -52,11 +52,24 @@ select round(mean_exec_time::numeric, 3) as mean_ms, round(calls::numeric / %s, 
 """
 
 
+def track_statements(conn: psycopg.Connection) -> None:
+    """pg_stat_statements on, nested statements included, counters from zero."""
+    conn.execute(b"create extension if not exists pg_stat_statements")
+    conn.execute(b"set pg_stat_statements.track = 'all'")
+    conn.execute(b"select pg_stat_statements_reset()")
+
+
+def write_statements(conn: psycopg.Connection, title: str, per: int) -> None:
+    """The top statements since track_statements, with calls counted per step (or proposal)."""
+    rows = conn.execute(TOP.encode(), (per,)).fetchall()
+    columns = ["mean_ms", "calls_each", "buffers", "query"]
+    sys.stdout.write(f"\n## {title}\n\n")
+    sys.stdout.write(table([dict(zip(columns, r, strict=True)) for r in rows], columns, max_width=90) + "\n")
+
+
 def database_profile(template: str) -> None:
     with scratch_database("bench_profile", template=template) as url, psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(b"create extension if not exists pg_stat_statements")
-        conn.execute(b"set pg_stat_statements.track = 'all'")
-        conn.execute(b"select pg_stat_statements_reset()")
+        track_statements(conn)
         started = time.perf_counter()
         for _ in range(CYCLES):
             step = conn.execute(b"select public.ops_claim_next_step('profile', array['noop']) -> 0").fetchone()
@@ -64,53 +77,43 @@ def database_profile(template: str) -> None:
                 raise RuntimeError("the backlog ran dry")
             conn.execute(b"select public.ops_complete_step(%s, %s, '{}')", (step[0]["id"], step[0]["attempt"]))
         elapsed = time.perf_counter() - started
-        rows = conn.execute(TOP.encode(), (CYCLES,)).fetchall()
-    sys.stdout.write(
-        f"\n## Database: {CYCLES} claim + complete cycles, {elapsed / CYCLES * 1000:.2f} ms per step "
-        f"(client round trips included)\n\n"
-    )
-    columns = ["mean_ms", "calls_each", "buffers", "query"]
-    sys.stdout.write(table([dict(zip(columns, r, strict=True)) for r in rows], columns, max_width=90) + "\n")
+        write_statements(
+            conn,
+            f"Database: {CYCLES} claim + complete cycles, {elapsed / CYCLES * 1000:.2f} ms per step "
+            "(client round trips included)",
+            CYCLES,
+        )
 
 
 def batch_profile(template: str, batch: int = 32, calls: int = 60) -> None:
     with scratch_database("bench_profile", template=template) as url, psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(b"create extension if not exists pg_stat_statements")
-        conn.execute(b"set pg_stat_statements.track = 'all'")
         call = b"select public.ops_report_and_claim('profile', %s, array['noop'], %s, null)"
         held = conn.execute(call, (None, batch)).fetchone()[0]["claimed"]  # type: ignore[index]
-        conn.execute(b"select pg_stat_statements_reset()")
+        track_statements(conn)
         started, steps = time.perf_counter(), 0
         for _ in range(calls):
             reports = [{"step_id": s["id"], "attempt": s["attempt"], "output": {}} for s in held]
             held = conn.execute(call, (Jsonb(reports), batch)).fetchone()[0]["claimed"]  # type: ignore[index]
             steps += len(reports)
         elapsed = time.perf_counter() - started
-        rows = conn.execute(TOP.encode(), (steps,)).fetchall()
-    sys.stdout.write(
-        f"\n## Database: {calls} report-and-claim calls of {batch} steps, {elapsed / steps * 1000:.2f} ms per step "
-        f"(client round trips included)\n\n"
-    )
-    columns = ["mean_ms", "calls_each", "buffers", "query"]
-    sys.stdout.write(table([dict(zip(columns, r, strict=True)) for r in rows], columns, max_width=90) + "\n")
+        write_statements(
+            conn,
+            f"Database: {calls} report-and-claim calls of {batch} steps, {elapsed / steps * 1000:.2f} ms per step "
+            "(client round trips included)",
+            steps,
+        )
 
 
 def intake_profile(calls: int = 1000) -> None:
     with scratch_database("bench_profile") as url, psycopg.connect(url, autocommit=True) as conn:
         migrate_and_seed(url, drop_keys=("max_active_missions",), policy=INTAKE_POLICY)
-        conn.execute(b"create extension if not exists pg_stat_statements")
-        conn.execute(b"set pg_stat_statements.track = 'all'")
-        conn.execute(b"select pg_stat_statements_reset()")
+        track_statements(conn)
         started = time.perf_counter()
         for n in range(calls):
             conn.execute(PROPOSE, (f"agent-{n % 50}",))
         elapsed = time.perf_counter() - started
-        rows = conn.execute(TOP.encode(), (calls,)).fetchall()
-    sys.stdout.write(
-        f"\n## Intake: {calls} proposals, {elapsed / calls * 1000:.2f} ms each (client round trips included)\n\n"
-    )
-    columns = ["mean_ms", "calls_each", "buffers", "query"]
-    sys.stdout.write(table([dict(zip(columns, r, strict=True)) for r in rows], columns, max_width=90) + "\n")
+        title = f"Intake: {calls} proposals, {elapsed / calls * 1000:.2f} ms each (client round trips included)"
+        write_statements(conn, title, calls)
 
 
 def worker_profile(template: str, seconds: int = 8) -> None:
