@@ -99,8 +99,9 @@ class ReportQueue:
 
 
 def answer(pending: Sequence[PendingReport], answers: Sequence[StepReport | OpsError] | None) -> None:
-    """Wake each waiting thread with its answer, or with None (send it alone)."""
+    """Wake each waiting thread with its answer, or with None (send it alone): all of them, whatever `answers`
+    holds, so that no thread waits for an answer that never comes."""
     for i, item in enumerate(pending):
         if not item.answered.is_set():
-            item.answer = None if answers is None else answers[i]
+            item.answer = answers[i] if answers is not None and i < len(answers) else None
             item.answered.set()

@@ -247,26 +247,21 @@ class Worker:
         return [(step, sent) for step in claimed]
 
     def _report_and_claim(self, pending: list[PendingReport], free: int, lease: int | None) -> list[ClaimedStep]:
-        """Send the waiting results with a claim for the free slots and those they free; every result is
-        answered on the way out, with None when it must go alone (reports.py)."""
-        try:
-            return self._send_reports(pending, free, lease)
-        finally:
-            answer(pending, None)  # whatever went wrong, no result waits for an answer that never comes
-
-    def _send_reports(self, pending: list[PendingReport], free: int, lease: int | None) -> list[ClaimedStep]:
+        """Send the waiting results with a claim for the free slots and those they free. Every result is answered
+        on the way out, with None when it must go alone (reports.py)."""
         want = min(free + len(pending), MAX_CLAIM)
         try:
             answers, steps, busy = self.ops.report_and_claim(
                 self.settings.worker_id, [p.result for p in pending], self.kinds, want, lease
             )
-        except TransportError:
-            raise  # the caller's finally sends them alone: a repeat of one that committed is a duplicate
-        except OpsError as refused:
-            # One result the database refuses (an output too large ...) refuses the whole call: each goes out
-            # alone, where it is handled as before; the claim goes on without them.
-            log.info("batch report refused (%s); sending those results one by one", refused.message)
+        except BaseException as failed:
+            # Whatever went wrong, each result goes out alone (a repeat of one that committed is a duplicate).
             answer(pending, None)
+            if isinstance(failed, TransportError) or not isinstance(failed, OpsError):
+                raise
+            # One result the database refuses (an output too large ...) refuses the whole call; the claim goes
+            # on without them.
+            log.info("batch report refused (%s); sending those results one by one", failed.message)
             if free <= 0:
                 return []
             return self.ops.claim(self.settings.worker_id, self.kinds, max_steps=free, lease_seconds=lease)
